@@ -1,0 +1,45 @@
+# Two commands on a fresh clone: `make demo` and `make test`.
+# Both create .venv when missing and install what they need.
+#
+# PyTorch is installed first from TORCH_SPEC (CPU build by default). A GPU user overrides it:
+#   make test TORCH_SPEC='torch==2.13.0' TORCH_INDEX='--index-url https://download.pytorch.org/whl/cu126'
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= dev,samples,yahoo,reports,baselines,rl,service
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format setup clean bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check market_nn_plus_ultra tests benchmarks
+	$(VENV)/bin/ruff format --check market_nn_plus_ultra tests benchmarks
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format market_nn_plus_ultra tests benchmarks
+	$(VENV)/bin/ruff check --fix market_nn_plus_ultra tests benchmarks
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m market_nn_plus_ultra demo --output outputs/demo
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

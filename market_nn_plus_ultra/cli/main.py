@@ -1,0 +1,49 @@
+"""The ``plus-ultra`` Typer app: global options and the table of command groups."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import data as data_cmds
+from ._common import setup_logging
+
+app = typer.Typer(
+    name="plus-ultra",
+    help="Market NN Plus Ultra: from one SQLite file of market data to validated features, "
+    "trained sequence models and honest walk-forward reports.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmds.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"plus-ultra {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="Logging level: DEBUG, INFO, WARNING, ERROR.")
+    ] = "INFO",
+    log_format: Annotated[
+        str,
+        typer.Option("--log-format", help="Log lines as human 'text' or one 'json' object each."),
+    ] = "text",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format must be 'text' or 'json'")
+    setup_logging(log_level, log_format)
+
+
+def main() -> None:
+    app()
