@@ -217,4 +217,6 @@ def alt_table_ddl(name: str, value_columns: dict[str, str], per_symbol: bool) ->
     cols += [f'"{c}" {t}' for c, t in value_columns.items()]
     pk = ", ".join(reversed(key)) if per_symbol else "timestamp"
     cols.append(f"PRIMARY KEY ({pk})")
-    return [f'CREATE TABLE IF NOT EXISTS "{table}" (\n  ' + ",\n  ".join(cols) + "\n) WITHOUT ROWID"]
+    return [
+        f'CREATE TABLE IF NOT EXISTS "{table}" (\n  ' + ",\n  ".join(cols) + "\n) WITHOUT ROWID"
+    ]

@@ -1,0 +1,315 @@
+"""Fast panel reads: SQLite → pandas panel indexed by (timestamp, symbol).
+
+A cold read runs one query per symbol on a small pool of threads through the
+Arrow-native SQLite driver (ADBC), so rows go from SQLite's C cursor into Arrow
+buffers without a Python object per value; SQLite converts the ISO-8601 text
+timestamps to integer milliseconds in the same pass. The result is written to a
+Parquet cache keyed by the database's version (file size and modification time,
+WAL included) and the request, so the next identical read runs at Parquet speed and
+any write to the database invalidates it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .store import StoreError, connect, list_tables
+
+__all__ = ["OHLCV", "cache_key", "read_panel"]
+
+log = logging.getLogger(__name__)
+
+OHLCV = ("open", "high", "low", "close", "volume")
+_READER_VERSION = "1"
+# Text timestamp → integer ms since the epoch, inside SQLite (handles Z, offsets, .fff).
+_TS_MS = "CAST(round((julianday(timestamp) - 2440587.5) * 86400000.0) AS INTEGER)"
+
+
+def _bounds(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """Inclusive [start, end] in epoch ms; a date-only end covers that whole day."""
+    lo = hi = None
+    if start is not None:
+        lo = int(pd.Timestamp(start, tz="UTC").value // 1_000_000)
+    if end is not None:
+        stamp = pd.Timestamp(end, tz="UTC")
+        date_only = len(str(end).strip()) <= 10
+        if date_only:
+            stamp = stamp + pd.Timedelta(days=1) - pd.Timedelta(milliseconds=1)
+        hi = int(stamp.value // 1_000_000)
+    return lo, hi
+
+
+def _version(db: Path) -> dict[str, int]:
+    """What changes whenever the database's content changes."""
+    out: dict[str, int] = {}
+    for suffix in ("", "-wal"):
+        path = Path(f"{db}{suffix}")
+        if path.exists():
+            st = path.stat()
+            out[f"size{suffix}"] = st.st_size
+            out[f"mtime{suffix}"] = st.st_mtime_ns
+    return out
+
+
+def cache_key(db: str | Path, **request: object) -> str:
+    """Hex key of (database version, request): equal keys ⇒ identical panels."""
+    db = Path(db).resolve()
+    payload = {"db": str(db), "version": _version(db), "reader": _READER_VERSION, **request}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :24
+    ]
+
+
+def _adbc_connect(db: Path):
+    import adbc_driver_sqlite.dbapi as adbc
+
+    return adbc.connect(f"file:{db}?mode=ro")
+
+
+def _fetch(db: Path, sql: str, params: Sequence[object]) -> pa.Table:
+    with contextlib.closing(_adbc_connect(db)) as con, contextlib.closing(con.cursor()) as cur:
+        cur.execute(sql, parameters=list(params))
+        return cur.fetch_arrow_table()
+
+
+def _range_sql(lo: int | None, hi: int | None) -> tuple[str, list[object]]:
+    """Filter on the text key so SQLite uses the primary-key index, then trim exactly."""
+    clauses, params = [], []
+    if lo is not None:
+        # Text comparison on ISO-8601 is a superset filter (one day of slack for offsets).
+        clauses.append("timestamp >= ?")
+        params.append(pd.Timestamp(lo - 86_400_000, unit="ms").strftime("%Y-%m-%d"))
+    if hi is not None:
+        clauses.append("timestamp <= ?")
+        params.append(pd.Timestamp(hi + 86_400_000, unit="ms").strftime("%Y-%m-%dT23:59:59.999~"))
+    return "".join(f" AND {c}" for c in clauses), params
+
+
+def _read_symbol(
+    db: Path, symbol: str, lo: int | None, hi: int | None, indicators: bool
+) -> tuple[pa.Table, pa.Table | None]:
+    where, params = _range_sql(lo, hi)
+    series = _fetch(
+        db,
+        f"SELECT {_TS_MS} AS ts, open, high, low, close, volume FROM series "
+        f"WHERE symbol = ?{where} ORDER BY timestamp",
+        [symbol, *params],
+    )
+    ind = None
+    if indicators:
+        ind = _fetch(
+            db,
+            f"SELECT {_TS_MS} AS ts, name, value FROM indicators WHERE symbol = ?{where}",
+            [symbol, *params],
+        )
+    return series, ind
+
+
+def _as_float(column: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_null(column.type):
+        return np.full(len(column), np.nan)
+    return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _trim(ts: np.ndarray, lo: int | None, hi: int | None) -> np.ndarray:
+    keep = np.ones(len(ts), dtype=bool)
+    if lo is not None:
+        keep &= ts >= lo
+    if hi is not None:
+        keep &= ts <= hi
+    return keep
+
+
+def _assemble(
+    symbols: list[str],
+    parts: list[tuple[pa.Table, pa.Table | None]],
+    lo: int | None,
+    hi: int | None,
+) -> pd.DataFrame:
+    ts_parts, code_parts, cols = [], [], {c: [] for c in OHLCV}
+    ind_frames = []
+    offset = 0
+    for code, (series, ind) in enumerate(parts):
+        ts = series.column("ts").to_numpy(zero_copy_only=False)
+        if len(ts) and pd.isna(ts).any():
+            raise StoreError(
+                f"series.timestamp: unparseable timestamps for {symbols[code]} — "
+                "run `plus-ultra data validate` to list them"
+            )
+        ts = ts.astype(np.int64)
+        keep = _trim(ts, lo, hi)
+        ts_parts.append(ts[keep])
+        code_parts.append(np.full(int(keep.sum()), code, dtype=np.int32))
+        for c in OHLCV:
+            cols[c].append(_as_float(series.column(c))[keep])
+        if ind is not None and ind.num_rows:
+            ind_frames.append((code, offset, ts[keep], ind))
+        offset += int(keep.sum())
+
+    ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, np.int64)
+    codes = np.concatenate(code_parts) if code_parts else np.empty(0, np.int32)
+    # Rows arrive symbol-major, each symbol sorted by time: a stable sort on time alone
+    # yields (timestamp, symbol) order in one merge pass.
+    order = np.argsort(ts_all, kind="stable")
+    ts_sorted = ts_all[order]
+    data = {c: np.concatenate(v)[order] if v else np.empty(0) for c, v in cols.items()}
+    data.update(_pivot_indicators(ind_frames, len(ts_all), order))
+    index = _make_index(ts_sorted, codes[order], symbols)
+    return pd.DataFrame(data, index=index, copy=False)
+
+
+def _pivot_indicators(
+    frames: list[tuple[int, int, np.ndarray, pa.Table]], n_rows: int, order: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Long indicator rows → wide columns aligned to the (unsorted) concatenated rows."""
+    if not frames:
+        return {}
+    names = sorted({n for *_, t in frames for n in t.column("name").unique().to_pylist()})
+    wide = np.full((len(names), n_rows), np.nan)
+    name_pos = {n: i for i, n in enumerate(names)}
+    for _code, offset, ts_sym, table in frames:
+        its = table.column("ts").to_numpy(zero_copy_only=False).astype(np.int64)
+        rows = np.searchsorted(ts_sym, its)
+        ok = (rows < len(ts_sym)) & (ts_sym[np.minimum(rows, len(ts_sym) - 1)] == its)
+        name_idx = np.array([name_pos[n] for n in table.column("name").to_pylist()])
+        values = _as_float(table.column("value"))
+        wide[name_idx[ok], offset + rows[ok]] = values[ok]
+    return {n: wide[i][order] for n, i in name_pos.items()}
+
+
+def _make_index(ts_ms: np.ndarray, codes: np.ndarray, symbols: list[str]) -> pd.MultiIndex:
+    """(timestamp, symbol) MultiIndex from sorted epoch-ms and symbol codes, no hashing."""
+    if len(ts_ms):
+        new = np.empty(len(ts_ms), dtype=bool)
+        new[0] = True
+        np.not_equal(ts_ms[1:], ts_ms[:-1], out=new[1:])
+        ts_codes = np.cumsum(new) - 1
+        levels_ts = ts_ms[new]
+    else:
+        ts_codes = np.empty(0, np.int64)
+        levels_ts = np.empty(0, np.int64)
+    ts_level = pd.DatetimeIndex(levels_ts.astype("datetime64[ms]").astype("datetime64[ns]"))
+    return pd.MultiIndex(
+        levels=[ts_level.tz_localize("UTC"), pd.Index(symbols, dtype=object)],
+        codes=[ts_codes, codes],
+        names=["timestamp", "symbol"],
+        verify_integrity=False,
+    )
+
+
+def _resolve_symbols(db: Path, symbols: Sequence[str] | None) -> tuple[list[str], bool]:
+    with contextlib.closing(connect(db)) as con:
+        tables = list_tables(con)
+        if "series" not in tables:
+            raise StoreError(
+                f"{db}: table `series` is missing (tables: {', '.join(tables) or 'none'}) — "
+                "import data with `plus-ultra data import` or `plus-ultra data fixture`"
+            )
+        present = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM series ORDER BY 1")]
+        has_indicators = "indicators" in tables
+    if symbols is None:
+        return present, has_indicators
+    missing = [s for s in symbols if s not in set(present)]
+    if missing:
+        import difflib
+
+        hints = {m: difflib.get_close_matches(m, present, n=1) for m in missing}
+        detail = ", ".join(f"{m} (did you mean {h[0]}?)" if h else m for m, h in hints.items())
+        raise StoreError(f"series.symbol: no rows for {detail} in {db}")
+    return list(dict.fromkeys(symbols)), has_indicators
+
+
+def _cache_path(db: Path, cache_dir: Path | None, key: str) -> Path:
+    folder = cache_dir if cache_dir is not None else db.parent / ".plus_ultra_cache"
+    return folder / f"panel-{db.stem}-{key}.parquet"
+
+
+def _write_cache(panel: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ts = panel.index.get_level_values(0)
+    sym = panel.index.get_level_values(1)
+    arrays = {
+        "timestamp": pa.array(ts.asi8, type=pa.timestamp("ns", tz="UTC")),
+        "symbol": pa.DictionaryArray.from_arrays(
+            pa.array(panel.index.codes[1], type=pa.int32()),
+            pa.array(panel.index.levels[1].astype(str)),
+        )
+        if len(sym)
+        else pa.array([], type=pa.dictionary(pa.int32(), pa.string())),
+    }
+    arrays.update({c: pa.array(panel[c].to_numpy()) for c in panel.columns})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.table(arrays), tmp, compression="lz4")
+    tmp.replace(path)
+
+
+def _read_cache(path: Path) -> pd.DataFrame:
+    table = pq.read_table(path)
+    ts = table.column("timestamp").cast(pa.int64()).to_numpy() // 1_000_000
+    sym = table.column("symbol").combine_chunks()
+    symbols = sym.dictionary.to_pylist() if len(sym) else []
+    codes = sym.indices.to_numpy(zero_copy_only=False) if len(sym) else np.empty(0, np.int32)
+    index = _make_index(ts, codes, symbols)
+    data = {
+        name: table.column(name).to_numpy()
+        for name in table.column_names
+        if name not in ("timestamp", "symbol")
+    }
+    return pd.DataFrame(data, index=index, copy=False)
+
+
+def read_panel(
+    db: str | Path,
+    symbols: Sequence[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    *,
+    include_indicators: bool = True,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    threads: int = 2,
+) -> pd.DataFrame:
+    """Read OHLCV (+ wide indicators) for ``symbols`` between ``start`` and ``end``.
+
+    Returns a DataFrame indexed by (``timestamp`` UTC, ``symbol``), sorted by time then
+    symbol, with float64 columns ``open, high, low, close, volume`` followed by one
+    column per indicator name. Calendars may differ between symbols (a row exists only
+    where the symbol traded). ``start``/``end`` are inclusive; a date-only ``end``
+    includes that whole day.
+    """
+    db = Path(db)
+    symbol_list, has_indicators = _resolve_symbols(db, symbols)
+    lo, hi = _bounds(start, end)
+    include_indicators = include_indicators and has_indicators
+    key = cache_key(db, symbols=symbol_list, lo=lo, hi=hi, indicators=include_indicators)
+    path = _cache_path(db, Path(cache_dir) if cache_dir else None, key)
+    if cache and path.exists():
+        try:
+            return _read_cache(path)
+        except (OSError, pa.ArrowException) as err:
+            log.warning("panel cache %s unreadable (%s); reading the database", path, err)
+
+    workers = max(1, min(threads, len(symbol_list)))
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(
+            pool.map(lambda s: _read_symbol(db, s, lo, hi, include_indicators), symbol_list)
+        )
+    panel = _assemble(symbol_list, parts, lo, hi)
+    if cache:
+        try:
+            _write_cache(panel, path)
+        except OSError as err:
+            log.warning("could not write panel cache %s (%s)", path, err)
+    return panel

@@ -1,0 +1,117 @@
+"""read_panel: values, ordering, ranges, indicators, cache hits and invalidation."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from market_nn_plus_ultra.data.panel import read_panel
+from market_nn_plus_ultra.data.store import StoreError, update_database, write_database
+
+
+def _series(symbol: str, n: int, freq: str, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2024-01-01", periods=n, freq=freq, tz="UTC")
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    return pd.DataFrame(
+        {
+            "timestamp": ts,
+            "symbol": symbol,
+            "open": close * 0.999,
+            "high": close * 1.01,
+            "low": close * 0.99,
+            "close": close,
+            "volume": rng.integers(1, 1000, n).astype(float),
+        }
+    )
+
+
+@pytest.fixture()
+def db(tmp_path):
+    series = pd.concat([_series("AAA", 60, "D", 1), _series("BBB", 90, "12h", 2)])
+    indicators = pd.concat(
+        [
+            series[["timestamp", "symbol"]].assign(
+                name="sma", value=np.arange(len(series), dtype=float)
+            ),
+            series[["timestamp", "symbol"]].iloc[::4].assign(name="flag", value=1.0),
+        ]
+    )
+    assets = pd.DataFrame({"asset_id": [1, 2], "symbol": ["AAA", "BBB"]})
+    path = tmp_path / "m.db"
+    write_database(path, {"series": series, "assets": assets, "indicators": indicators})
+    return path, series, indicators
+
+
+def test_panel_equals_reference(db, tmp_path):
+    path, series, indicators = db
+    panel = read_panel(path, cache=False)
+    expected = series.set_index(["timestamp", "symbol"]).sort_index()
+    assert list(panel.index.names) == ["timestamp", "symbol"]
+    assert str(panel.index.dtypes["timestamp"]) == "datetime64[ns, UTC]"
+    assert panel.index.equals(expected.index)
+    np.testing.assert_array_equal(panel[list(expected.columns)].to_numpy(), expected.to_numpy())
+    wide = indicators.pivot_table(index=["timestamp", "symbol"], columns="name", values="value")
+    wide = wide.reindex(expected.index)
+    np.testing.assert_array_equal(panel["sma"].to_numpy(), wide["sma"].to_numpy())
+    np.testing.assert_array_equal(panel["flag"].to_numpy(), wide["flag"].to_numpy())
+    assert list(panel.columns[:5]) == ["open", "high", "low", "close", "volume"]
+
+
+def test_symbols_and_inclusive_range(db):
+    path, series, _ = db
+    panel = read_panel(path, symbols=["BBB"], start="2024-01-05", end="2024-01-07", cache=False)
+    stamps = panel.index.get_level_values("timestamp")
+    assert set(panel.index.get_level_values("symbol")) == {"BBB"}
+    assert stamps.min() == pd.Timestamp("2024-01-05", tz="UTC")
+    # a date-only end includes that whole day
+    assert stamps.max() == pd.Timestamp("2024-01-07 12:00", tz="UTC")
+    assert len(panel) == 6
+
+
+def test_unknown_symbol_suggests(db):
+    path, *_ = db
+    with pytest.raises(StoreError, match=r"AAB \(did you mean AAA\?\)"):
+        read_panel(path, symbols=["AAB"])
+
+
+def test_missing_database_and_table(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        read_panel(tmp_path / "nope.db")
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).execute("CREATE TABLE x (a)").connection.close()
+    with pytest.raises(StoreError, match="table `series` is missing"):
+        read_panel(empty)
+
+
+def test_cache_hit_and_invalidation(db, tmp_path):
+    path, series, _ = db
+    cache_dir = tmp_path / "cache"
+    first = read_panel(path, cache_dir=cache_dir)
+    files = list(cache_dir.glob("*.parquet"))
+    assert len(files) == 1
+    second = read_panel(path, cache_dir=cache_dir)
+    pd.testing.assert_frame_equal(first, second)
+
+    # a write to the database must invalidate the cache
+    extra = _series("CCC", 5, "D", 3)
+    update_database(path, {"series": extra})
+    third = read_panel(path, cache_dir=cache_dir)
+    assert "CCC" in set(third.index.get_level_values("symbol"))
+    assert len(third) == len(first) + 5
+
+
+def test_offsets_are_converted_to_utc(tmp_path):
+    path = tmp_path / "tz.db"
+    write_database(path, {"series": _series("AAA", 3, "D", 0)})
+    con = sqlite3.connect(path)
+    con.execute(
+        "UPDATE series SET timestamp = '2024-01-02T05:00:00-05:00' WHERE timestamp LIKE '2024-01-02%'"
+    )
+    con.commit()
+    con.close()
+    panel = read_panel(path, cache=False)
+    assert pd.Timestamp("2024-01-02 10:00", tz="UTC") in panel.index.get_level_values(0)
