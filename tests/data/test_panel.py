@@ -62,7 +62,7 @@ def test_panel_equals_reference(db, tmp_path):
 
 
 def test_symbols_and_inclusive_range(db):
-    path, series, _ = db
+    path, *_ = db
     panel = read_panel(path, symbols=["BBB"], start="2024-01-05", end="2024-01-07", cache=False)
     stamps = panel.index.get_level_values("timestamp")
     assert set(panel.index.get_level_values("symbol")) == {"BBB"}
@@ -88,7 +88,7 @@ def test_missing_database_and_table(tmp_path):
 
 
 def test_cache_hit_and_invalidation(db, tmp_path):
-    path, series, _ = db
+    path, *_ = db
     cache_dir = tmp_path / "cache"
     first = read_panel(path, cache_dir=cache_dir)
     files = list(cache_dir.glob("*.parquet"))
