@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "AlternativeDataSpec",
     "Config",
     "ConfigError",
+    "CrossAssetConfig",
     "DataConfig",
+    "RegimeConfig",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
@@ -40,6 +43,141 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class AlternativeDataSpec(_Section):
+    """One alternative-data side table ``alt_<name>``, joined as of each bar (never ahead)."""
+
+    name: str = Field(
+        "sentiment", min_length=1, description="Side table name without the prefix: `alt_<name>`."
+    )
+    join: Literal["per_symbol", "global"] = Field(
+        "per_symbol",
+        description="per_symbol: match rows by symbol; global: one series joined to every symbol.",
+    )
+    columns: list[str] | None = Field(
+        None, description="Value columns to join; null joins every column except the keys."
+    )
+    max_staleness: str = Field(
+        "1D",
+        description="Oldest observation still joined, a pandas Timedelta ('8h', '3D'); older → NaN.",
+    )
+    feature_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column → panel column name; unnamed columns become `<name>_<column>`.",
+    )
+    enabled: bool = Field(True, description="Join this table (false keeps the spec but skips it).")
+    required: bool = Field(
+        False, description="Fail when the table is missing instead of skipping it with a log line."
+    )
+
+    @field_validator("max_staleness")
+    @classmethod
+    def _timedelta(cls, value: str) -> str:
+        import pandas as pd
+
+        try:
+            delta = pd.Timedelta(value)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{value!r} is not a pandas Timedelta string — use e.g. '8h', '3D' or '30min'"
+            ) from None
+        if delta <= pd.Timedelta(0):
+            raise ValueError(f"{value!r} must be a positive duration, e.g. '1D'")
+        return value
+
+
+def _default_alternative_data() -> list[AlternativeDataSpec]:
+    """The side tables the fixture generator writes (skipped when a database lacks them)."""
+    spec = AlternativeDataSpec
+    return [
+        spec(
+            name="macro",
+            join="global",
+            columns=["rate_10y", "cpi_surprise", "event_flag"],
+            max_staleness="7D",
+        ),
+        spec(
+            name="funding",
+            columns=["funding_rate"],
+            max_staleness="1D",
+            feature_names={"funding_rate": "funding_rate"},
+        ),
+        spec(
+            name="sentiment",
+            columns=["sentiment_score", "news_volume"],
+            max_staleness="3D",
+            feature_names={"sentiment_score": "sentiment_score"},
+        ),
+        spec(name="implied_vol", columns=["iv_30d", "iv_skew"], max_staleness="4D"),
+        spec(name="onchain", columns=["active_addresses", "exchange_netflow"], max_staleness="3D"),
+    ]
+
+
+class RegimeConfig(_Section):
+    """Causal regime labellers written to the `regimes` table by `plus-ultra data build`."""
+
+    labellers: list[Literal["volatility", "liquidity", "sector_rotation"]] = Field(
+        default_factory=lambda: ["volatility", "liquidity", "sector_rotation"],
+        description="Which labels to compute (rows of `regimes` with this name).",
+    )
+    bands: list[float] = Field(
+        default_factory=lambda: [0.33, 0.66],
+        description="Increasing quantile cut points in (0, 1); k cut points give k+1 labels.",
+    )
+    labels: list[str] | None = Field(
+        None, description="Label per band, low to high; null = low/mid/high (or band_0, band_1…)."
+    )
+    vol_window: int = Field(20, ge=2, description="Bars of log returns in the realised volatility.")
+    liquidity_window: int = Field(20, ge=1, description="Bars averaged in the liquidity measure.")
+    liquidity_measure: Literal["dollar_volume", "amihud"] = Field(
+        "dollar_volume",
+        description="dollar_volume: mean close·volume; amihud: mean |return| / dollar volume.",
+    )
+    sector_window: int = Field(
+        20, ge=1, description="Bars of return in the sector relative-strength measure."
+    )
+    quantile_window: int | None = Field(
+        None,
+        ge=2,
+        description="Bars of each symbol's history the quantiles use; null = all history so far.",
+    )
+    min_history: int = Field(
+        60, ge=2, description="Measure values a symbol needs before it gets a label."
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0.0 < b < 1.0 for b in value):
+            raise ValueError(
+                f"{value}: every band must lie strictly between 0 and 1, e.g. [0.33, 0.66]"
+            )
+        if value != sorted(set(value)):
+            raise ValueError(f"{value}: bands must be strictly increasing, e.g. [0.33, 0.66]")
+        return value
+
+
+class CrossAssetConfig(_Section):
+    """Context columns from other symbols aligned onto each symbol's calendar."""
+
+    view: str = Field(
+        "context", min_length=1, description="Name of the view in `cross_asset_views`."
+    )
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Context columns as SYMBOL:column, e.g. [SPY:close, QQQ:close].",
+    )
+    fill_limit: int = Field(
+        5, ge=0, description="Most consecutive bars a context value is carried forward."
+    )
+    min_overlap: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Least share of a symbol's bars (over the shared span) a context symbol must "
+        "also have.",
+    )
 
 
 class DataConfig(_Section):
@@ -79,6 +217,16 @@ class DataConfig(_Section):
         5.0,
         gt=0,
         description="Report gaps longer than this many median bar intervals as warnings.",
+    )
+    alternative_data: list[AlternativeDataSpec] = Field(
+        default_factory=_default_alternative_data,
+        description="Alternative-data side tables joined onto the panel as of each bar.",
+    )
+    regimes: RegimeConfig = Field(
+        default_factory=RegimeConfig, description="Causal regime labellers (`data build`)."
+    )
+    cross_asset: CrossAssetConfig = Field(
+        default_factory=CrossAssetConfig, description="Cross-asset context view (`data build`)."
     )
 
 

@@ -1,0 +1,251 @@
+"""Alternative-data connectors: side tables ``alt_<name>`` joined onto the panel as of each bar.
+
+Each :class:`AlternativeDataSpec` (declared in the config, ``data.alternative_data``)
+names a side table, whether it is keyed per symbol or global, which value columns to
+take, and how stale an observation may be. :class:`AlternativeDataConnector` reads the
+tables and joins them with a BACKWARD as-of join: the value at bar ``t`` is the latest
+observation stamped at or before ``t`` (and no older than ``max_staleness``); nothing
+stamped after ``t`` can reach it::
+
+    connector = AlternativeDataConnector(cfg.data.alternative_data)
+    panel = connector.join(read_panel(db), db)   # adds sentiment_score, macro_rate_10y, …
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import AlternativeDataSpec
+from .schema import ALT_PREFIX
+from .store import StoreError, connect, list_tables, read_table
+
+__all__ = [
+    "AlternativeDataConnector",
+    "AlternativeDataSpec",
+    "ResolvedAltColumn",
+    "alt_feature_columns",
+    "default_alternative_specs",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResolvedAltColumn:
+    """One side-table column and the panel column it becomes."""
+
+    table: str
+    column: str
+    feature: str
+    join: str
+    max_staleness: pd.Timedelta
+
+
+def default_alternative_specs() -> list[AlternativeDataSpec]:
+    """The specs for the fixture's five side tables (the config's default)."""
+    from ..config import DataConfig
+
+    return list(DataConfig().alternative_data)
+
+
+def _table(spec: AlternativeDataSpec) -> str:
+    return spec.name if spec.name.startswith(ALT_PREFIX) else ALT_PREFIX + spec.name
+
+
+def _short(spec: AlternativeDataSpec) -> str:
+    return spec.name.removeprefix(ALT_PREFIX)
+
+
+def _resolve(spec: AlternativeDataSpec, available: Sequence[str]) -> list[ResolvedAltColumn]:
+    """Columns of one spec → panel columns, checking them against the table's columns."""
+    table = _table(spec)
+    keys = {"timestamp", "symbol"}
+    values = [c for c in available if c not in keys]
+    columns = list(spec.columns) if spec.columns is not None else values
+    for column in columns:
+        if column not in values:
+            guess = difflib.get_close_matches(column, values, n=1)
+            hint = f" — did you mean `{guess[0]}`?" if guess else ""
+            raise StoreError(
+                f"{table}.{column}: no such column{hint} The table has {values}; fix "
+                f"`data.alternative_data` (name={_short(spec)!r}).columns."
+            )
+    unknown = sorted(set(spec.feature_names) - set(columns))
+    if unknown:
+        raise StoreError(
+            f"data.alternative_data (name={_short(spec)!r}).feature_names renames {unknown}, "
+            f"which are not joined; joined columns: {columns}"
+        )
+    if spec.join == "per_symbol" and "symbol" not in available:
+        raise StoreError(
+            f"{table}: join is 'per_symbol' but the table has no `symbol` column — set "
+            f"join: global for name={_short(spec)!r}"
+        )
+    staleness = pd.Timedelta(spec.max_staleness)
+    return [
+        ResolvedAltColumn(
+            table=table,
+            column=c,
+            feature=spec.feature_names.get(c, f"{_short(spec)}_{c}"),
+            join=spec.join,
+            max_staleness=staleness,
+        )
+        for c in columns
+    ]
+
+
+def alt_feature_columns(specs: Sequence[AlternativeDataSpec]) -> list[str]:
+    """Panel column names the enabled specs add, known without reading the database.
+
+    Specs with ``columns: null`` contribute nothing here (their columns are only known
+    once the table is read); the defaults list their columns explicitly.
+    """
+    names: list[str] = []
+    for spec in specs:
+        if spec.enabled and spec.columns is not None:
+            names += [spec.feature_names.get(c, f"{_short(spec)}_{c}") for c in spec.columns]
+    return names
+
+
+def _utc_ns(values: pd.Series | pd.Index) -> pd.Series:
+    """Timestamps as datetime64[ns, UTC] (merge_asof needs identical dtypes on both sides)."""
+    idx = pd.DatetimeIndex(values)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return pd.Series(idx.as_unit("ns"), copy=False)
+
+
+def _asof(keys: pd.DataFrame, side: pd.DataFrame, columns: list[ResolvedAltColumn]) -> pd.DataFrame:
+    """Backward as-of join of ``side`` onto ``keys`` (timestamp[, symbol]) rows.
+
+    Returns a frame aligned row-for-row with ``keys``, one column per resolved column.
+    """
+    per_symbol = columns[0].join == "per_symbol"
+    right = side[["timestamp", *(["symbol"] if per_symbol else []), *(c.column for c in columns)]]
+    right = right.rename(columns={c.column: c.feature for c in columns})
+    right = right.assign(timestamp=_utc_ns(right["timestamp"]).to_numpy())
+    right = right.dropna(subset=["timestamp"]).sort_values("timestamp", kind="stable")
+    if per_symbol:
+        right = right.assign(symbol=right["symbol"].astype(str))
+    left = keys.assign(_row=range(len(keys))).sort_values("timestamp", kind="stable")
+    merged = pd.merge_asof(
+        left,
+        right,
+        on="timestamp",
+        by="symbol" if per_symbol else None,
+        direction="backward",
+        allow_exact_matches=True,
+        tolerance=columns[0].max_staleness,
+    )
+    merged = merged.sort_values("_row", kind="stable")
+    return merged[[c.feature for c in columns]].reset_index(drop=True)
+
+
+class AlternativeDataConnector:
+    """Reads ``alt_*`` side tables and joins them onto a panel, as of each bar.
+
+    ``specs`` are the config's ``data.alternative_data`` entries; disabled ones are
+    ignored. A missing table is skipped (logged) unless its spec is ``required``.
+    """
+
+    def __init__(self, specs: Sequence[AlternativeDataSpec] | None = None) -> None:
+        chosen = default_alternative_specs() if specs is None else list(specs)
+        self.specs = [s for s in chosen if s.enabled]
+        tables = [_table(s) for s in self.specs]
+        duplicated = sorted({t for t in tables if tables.count(t) > 1})
+        if duplicated:
+            raise ValueError(
+                f"data.alternative_data: {duplicated} declared more than once — merge the "
+                "entries into one spec per table"
+            )
+
+    def load(
+        self, db_path: str | Path, symbols: Sequence[str] | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """Read every enabled side table present in the database (rows for ``symbols``).
+
+        Returns ``{table: frame}`` with ``timestamp`` parsed to UTC.
+        """
+        with contextlib.closing(connect(db_path)) as con:
+            present = set(list_tables(con))
+        frames: dict[str, pd.DataFrame] = {}
+        for spec in self.specs:
+            table = _table(spec)
+            if table not in present:
+                if spec.required:
+                    alt = sorted(t for t in present if t.startswith(ALT_PREFIX))
+                    guess = difflib.get_close_matches(table, alt, n=1)
+                    hint = f" — did you mean `{guess[0]}`?" if guess else ""
+                    raise StoreError(
+                        f"{db_path}: side table `{table}` is missing{hint} Side tables here: "
+                        f"{alt or 'none'}; import it or set required: false for "
+                        f"name={_short(spec)!r} in data.alternative_data"
+                    )
+                log.info("alternative data: %s not in %s, skipped", table, db_path)
+                continue
+            wanted = list(symbols) if symbols is not None and spec.join == "per_symbol" else None
+            frames[table] = read_table(db_path, table, symbols=wanted)
+        return frames
+
+    def resolve(self, frames: Mapping[str, pd.DataFrame]) -> list[ResolvedAltColumn]:
+        """The panel columns the loaded ``frames`` will produce, in spec order."""
+        out: list[ResolvedAltColumn] = []
+        for spec in self.specs:
+            table = _table(spec)
+            if table in frames:
+                out += _resolve(spec, list(frames[table].columns))
+        return out
+
+    def join_frames(self, panel: pd.DataFrame, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+        """Join already-loaded side tables onto ``panel`` (no I/O).
+
+        ``panel`` is indexed by (timestamp UTC, symbol); the result has the same index and
+        row order plus one float column per resolved side-table column. A bar whose latest
+        observation is older than ``max_staleness`` (or that precedes every observation)
+        gets NaN.
+        """
+        resolved = self.resolve(frames)
+        clash = sorted({c.feature for c in resolved} & set(panel.columns))
+        if clash:
+            raise ValueError(
+                f"alternative data would overwrite panel columns {clash} — rename them with "
+                "`feature_names` in data.alternative_data"
+            )
+        features = [c.feature for c in resolved]
+        dupes = sorted({f for f in features if features.count(f) > 1})
+        if dupes:
+            raise ValueError(
+                f"alternative data: panel column(s) {dupes} produced by more than one table — "
+                "rename them with `feature_names` in data.alternative_data"
+            )
+        if not resolved:
+            return panel
+        keys = pd.DataFrame(
+            {
+                "timestamp": _utc_ns(panel.index.get_level_values("timestamp")).to_numpy(),
+                "symbol": panel.index.get_level_values("symbol").astype(str),
+            }
+        )
+        parts = []
+        for table in dict.fromkeys(c.table for c in resolved):
+            cols = [c for c in resolved if c.table == table]
+            joined = _asof(keys, frames[table], cols)
+            parts.append(joined.apply(pd.to_numeric, errors="coerce").astype("float64"))
+        extra = pd.concat(parts, axis=1)
+        extra.index = panel.index
+        return pd.concat([panel, extra], axis=1)
+
+    def join(
+        self,
+        panel: pd.DataFrame,
+        db_path: str | Path,
+    ) -> pd.DataFrame:
+        """Read the side tables from ``db_path`` and join them onto ``panel`` as of each bar."""
+        symbols = list(pd.unique(panel.index.get_level_values("symbol").astype(str)))
+        return self.join_frames(panel, self.load(db_path, symbols))
