@@ -1,0 +1,426 @@
+"""Shared building blocks of the backbones, tensors in and tensors out.
+
+Every block maps ``(B, T, D) -> (B, T, D)`` and is causal over ``T``: the output at step
+``t`` depends only on inputs at steps ``<= t``. Read top to bottom: norms and rotary
+positions, attention, the convolution and state-space mixers, the feed-forwards (dense
+and mixture-of-experts), the TFT gates, then the input embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CausalSelfAttention",
+    "DiagonalSSM",
+    "DilatedCausalConv",
+    "GatedLinearUnit",
+    "GatedResidualNetwork",
+    "GatedSSMMixer",
+    "InputEmbedding",
+    "MarketStateEmbedding",
+    "MoEFeedForward",
+    "PatchEmbedding",
+    "RotaryEmbedding",
+    "SwiGLU",
+    "apply_rotary",
+    "make_norm",
+]
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """``"rms"`` → RMSNorm (no mean subtraction, cheaper), ``"layer"`` → LayerNorm."""
+    if kind == "rms":
+        return nn.RMSNorm(dim, eps=1e-6)
+    if kind == "layer":
+        return nn.LayerNorm(dim)
+    raise ValueError(f"model.norm: unknown normalisation {kind!r} — use 'rms' or 'layer'")
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position angles (Su et al. 2021, RoFormer) for heads of size ``head_dim``.
+
+    The cos/sin cache covers ``max_seq_len`` steps and is recomputed, doubled, the first
+    time a longer sequence arrives, so windows longer than the config's still work.
+    """
+
+    def __init__(self, head_dim: int, max_seq_len: int = 512, base: float = 10_000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary embeddings need an even head size, got {head_dim}")
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._build(max_seq_len)
+
+    def _build(self, length: int) -> None:
+        steps = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)
+        angles = torch.outer(steps, self.inv_freq)  # (L, hd/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, seq_len: int) -> tuple[Tensor, Tensor]:
+        """cos and sin angles for positions ``0 .. seq_len-1``, each ``(T, head_dim/2)``."""
+        if seq_len > self.cos.shape[0]:
+            self._build(max(seq_len, 2 * self.cos.shape[0]))
+        return self.cos[:seq_len], self.sin[:seq_len]
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs ``(i, i + hd/2)`` of ``x (B, H, T, hd)`` by the step's angle."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, hd/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, hd)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with rotary q/k through fused SDPA kernels."""
+
+    def __init__(
+        self, d_model: int, n_heads: int, dropout: float = 0.0, max_seq_len: int = 512
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+        self.rotary = RotaryEmbedding(d_model // n_heads, max_seq_len)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, D = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)  # (B, T, 3, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, hd)
+        cos, sin = self.rotary(T)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        return self.resid_drop(self.proj(y))
+
+
+class DilatedCausalConv(nn.Module):
+    """Depthwise dilated convolution padded on the left only, then a pointwise mix."""
+
+    def __init__(self, d_model: int, kernel: int = 3, dilation: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.pad = (kernel - 1) * dilation
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel, dilation=dilation, groups=d_model)
+        self.pointwise = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.pad(x.transpose(1, 2), (self.pad, 0))  # (B, D, pad + T)
+        h = self.depthwise(h).transpose(1, 2)  # (B, T, D)
+        return self.drop(self.pointwise(F.gelu(h)))
+
+
+class DiagonalSSM(nn.Module):
+    """S4D diagonal state-space layer (Gu et al. 2022, "On the Parameterization and
+    Initialization of Diagonal State Space Models"), one SSM per channel.
+
+    Per channel ``h``: ``s_t = Ā s_{t-1} + B̄ u_t``, ``y_t = 2·Re(C s_t) + D u_t`` with a
+    complex diagonal ``A`` (``N = state_dim`` states), zero-order-hold discretisation
+    ``Ā = exp(Δ A)``, ``B̄ = (Ā - 1) / A`` (``B = 1``; ``C`` carries the scale). The
+    length-``T`` kernel ``K_l = 2·Re(C B̄ Ā^l)`` is applied by a zero-padded FFT
+    convolution: O(T log T), causal because ``K`` has no negative lags. Runs in float32
+    under autocast (half-precision FFTs need power-of-two lengths and lose precision).
+    """
+
+    def __init__(
+        self, d_model: int, state_dim: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1
+    ) -> None:
+        super().__init__()
+        u = torch.rand(d_model)
+        log_dt = math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min))
+        self.log_dt = nn.Parameter(log_dt)  # (H,)
+        # S4D-Lin initialisation: A_n = -1/2 + i·π·n
+        self.log_a_real = nn.Parameter(torch.full((d_model, state_dim), math.log(0.5)))
+        self.a_imag = nn.Parameter(math.pi * torch.arange(state_dim).repeat(d_model, 1).float())
+        self.c = nn.Parameter(torch.randn(d_model, state_dim, 2) * math.sqrt(0.5))  # re, im
+        self.d = nn.Parameter(torch.ones(d_model))
+
+    def kernel(self, length: int) -> Tensor:
+        """The convolution kernel ``K`` of shape ``(H, length)`` (real arithmetic only)."""
+        dt = self.log_dt.exp()[:, None]  # (H, 1)
+        a_re, a_im = -self.log_a_real.exp(), self.a_imag  # (H, N)
+        mag, ang = (dt * a_re).exp(), dt * a_im  # Ā = mag·e^{i·ang}
+        p, q = mag * ang.cos() - 1.0, mag * ang.sin()  # Ā - 1
+        den = a_re**2 + a_im**2
+        b_re, b_im = (p * a_re + q * a_im) / den, (q * a_re - p * a_im) / den  # B̄ = (Ā-1)/A
+        c_re, c_im = self.c[..., 0], self.c[..., 1]
+        w_re, w_im = c_re * b_re - c_im * b_im, c_re * b_im + c_im * b_re  # C·B̄
+        steps = torch.arange(length, device=dt.device, dtype=dt.dtype)
+        decay = ((dt * a_re)[..., None] * steps).exp()  # (H, N, L) = |Ā|^l
+        phase = ang[..., None] * steps  # (H, N, L)
+        k = decay * (w_re[..., None] * phase.cos() - w_im[..., None] * phase.sin())
+        return 2.0 * k.sum(dim=1)  # (H, L)
+
+    def forward(self, u: Tensor) -> Tensor:
+        T = u.shape[1]
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            x = u.float().transpose(1, 2)  # (B, H, T)
+            n = 2 * T  # zero padding to 2T turns the circular FFT product into a linear one
+            y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(self.kernel(T), n=n), n=n)[
+                ..., :T
+            ]  # (B, H, T)
+            y = y + self.d[:, None] * x
+        return y.transpose(1, 2).to(u.dtype)  # (B, T, H)
+
+
+class GatedSSMMixer(nn.Module):
+    """``out(SSM(W_u x) ⊙ SiLU(W_g x))``: a diagonal SSM with a multiplicative gate."""
+
+    def __init__(self, d_model: int, state_dim: int = 16, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.ssm = DiagonalSSM(d_model, state_dim)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u, gate = self.in_proj(x).chunk(2, dim=-1)  # 2 x (B, T, D)
+        return self.drop(self.out_proj(self.ssm(u) * F.silu(gate)))
+
+
+def _ffn_hidden(d_model: int, ff_mult: int) -> int:
+    """SwiGLU width: 2/3 of ``ff_mult·d`` (same parameters as a GELU MLP), a multiple of 8."""
+    return max(8, 8 * math.ceil(2 * ff_mult * d_model / 3 / 8))
+
+
+class SwiGLU(nn.Module):
+    """Feed-forward ``W3(SiLU(W1 x) ⊙ W2 x)`` (Shazeer 2020, "GLU Variants")."""
+
+    def __init__(self, d_model: int, ff_mult: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden = _ffn_hidden(d_model, ff_mult)
+        self.w12 = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.w3 = nn.Linear(hidden, d_model, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.w12(x).chunk(2, dim=-1)  # 2 x (B, T, hidden)
+        return self.drop(self.w3(F.silu(a) * b))
+
+
+class MoEFeedForward(nn.Module):
+    """Mixture of SwiGLU experts with top-k routing and no dropped tokens.
+
+    Each token goes to its ``top_k`` most probable experts, weighted by their
+    renormalised router probabilities. Assignments are sorted by expert and run through
+    one grouped matmul (a loop over experts where grouped matmuls are unavailable), so
+    no token is ever dropped and the layer stays per-token: causal and batch-independent.
+    After each forward ``aux_loss`` holds ``load_balance_weight · E · Σ_e f_e P_e``
+    (Switch Transformer, Fedus et al. 2021; 1·weight when perfectly balanced), where
+    ``f_e`` is the share of assignments and ``P_e`` the mean router probability of expert e.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int = 8,
+        top_k: int = 2,
+        ff_mult: int = 4,
+        router_dropout: float = 0.0,
+        dropout: float = 0.0,
+        load_balance_weight: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(f"top_k ({top_k}) must lie in 1..num_experts ({num_experts})")
+        self.num_experts, self.top_k, self.weight = num_experts, top_k, load_balance_weight
+        hidden = _ffn_hidden(d_model, ff_mult)
+        self.router = nn.Linear(d_model, num_experts, bias=False)
+        self.router_drop = nn.Dropout(router_dropout)
+        self.w12 = nn.Parameter(torch.randn(num_experts, d_model, 2 * hidden) / d_model**0.5)
+        self.w3 = nn.Parameter(torch.randn(num_experts, hidden, d_model) / hidden**0.5)
+        self.drop = nn.Dropout(dropout)
+        self.aux_loss: Tensor = torch.zeros(())
+
+    def route(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Route ``tokens (N, D)`` → gates ``(N, k)``, experts ``(N, k)``, probs ``(N, E)``."""
+        probs = self.router(self.router_drop(tokens)).float().softmax(dim=-1)  # (N, E)
+        top_p, experts = probs.topk(self.top_k, dim=-1)  # (N, k)
+        return top_p / top_p.sum(dim=-1, keepdim=True), experts, probs
+
+    def _experts(self, xs: Tensor, counts: Tensor) -> Tensor:
+        """SwiGLU of each row of ``xs (N·k, D)``, rows grouped by expert in order."""
+        dtype = xs.dtype
+        if xs.is_cuda and torch.is_autocast_enabled("cuda"):
+            dtype = torch.get_autocast_dtype("cuda")
+        w12, w3 = self.w12.to(dtype), self.w3.to(dtype)
+        grouped = hasattr(F, "grouped_mm") and xs.shape[-1] % 8 == 0
+        if grouped and (not xs.is_cuda or dtype == torch.bfloat16):
+            offs = counts.cumsum(0).to(torch.int32)  # end row of each expert's group
+            a, b = F.grouped_mm(xs.to(dtype), w12, offs=offs).chunk(2, dim=-1)  # (N·k, h)
+            return F.grouped_mm((F.silu(a) * b).contiguous(), w3, offs=offs)  # (N·k, D)
+        outs = []
+        for e, chunk in enumerate(xs.to(dtype).split(counts.tolist())):
+            a, b = (chunk @ w12[e]).chunk(2, dim=-1)  # (n_e, h)
+            outs.append((F.silu(a) * b) @ w3[e])  # (n_e, D)
+        return torch.cat(outs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, D = x.shape
+        tokens = x.reshape(B * T, D)  # (N, D)
+        gates, experts, probs = self.route(tokens)
+        flat = experts.reshape(-1)  # (N·k,) expert of each assignment
+        order = flat.argsort(stable=True)  # assignments grouped by expert
+        source = order // self.top_k  # (N·k,) token of each sorted assignment
+        counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device)
+        counts = counts.index_add(0, flat, torch.ones_like(flat))  # (E,)
+        h = self._experts(tokens[source], counts) * gates.reshape(-1)[order, None]
+        out = torch.zeros_like(tokens, dtype=h.dtype).index_add(0, source, h)  # (N, D)
+        share = counts.float() / flat.numel()  # f_e
+        self.aux_loss = self.weight * self.num_experts * (share * probs.mean(0)).sum()
+        return self.drop(out.to(x.dtype).view(B, T, D))  # (B, T, D)
+
+
+class GatedLinearUnit(nn.Module):
+    """TFT's GLU (Lim et al. 2021): ``σ(W_4 γ) ⊙ (W_5 γ)``, ``(…, d_in) -> (…, d_out)``."""
+
+    def __init__(self, d_in: int, d_out: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(d_in, 2 * d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = self.proj(self.drop(x)).chunk(2, dim=-1)  # 2 x (…, d_out)
+        return torch.sigmoid(gate) * value
+
+
+class GatedResidualNetwork(nn.Module):
+    """TFT's GRN: ``LayerNorm(skip(a) + GLU(W_1 ELU(W_2 a + W_3 c)))``.
+
+    ``a`` is ``(…, d_in)``; the optional context ``c`` is ``(…, d_context)`` or, for a
+    sequence ``a (B, T, d_in)``, a static ``(B, d_context)`` broadcast over ``T``.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_hidden: int,
+        d_out: int | None = None,
+        d_context: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        d_out = d_in if d_out is None else d_out
+        self.skip = nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out)
+        self.fc2 = nn.Linear(d_in, d_hidden)
+        self.context = None if d_context is None else nn.Linear(d_context, d_hidden, bias=False)
+        self.fc1 = nn.Linear(d_hidden, d_hidden)
+        self.glu = GatedLinearUnit(d_hidden, d_out, dropout)
+        self.norm = nn.LayerNorm(d_out)
+
+    def forward(self, a: Tensor, context: Tensor | None = None) -> Tensor:
+        eta = self.fc2(a)  # (…, d_hidden)
+        if context is not None:
+            if self.context is None:
+                raise ValueError("this GatedResidualNetwork was built without d_context")
+            c = self.context(context)
+            eta = eta + (c.unsqueeze(-2) if c.dim() < eta.dim() else c)  # (B, T, d_hidden)
+        return self.norm(self.skip(a) + self.glu(self.fc1(F.elu(eta))))
+
+
+class MarketStateEmbedding(nn.Module):
+    """Embeds ``{"regime": LongTensor (B, T), "volatility": FloatTensor (B, T)}`` into
+    ``(B, T, D)``: a learned vector per regime label (ids in ``0 .. num_regimes-1``)
+    plus an MLP of log-volatility. Either key may be absent; the embeddings start small
+    so switching the option on does not disturb a pretrained backbone much."""
+
+    def __init__(self, num_regimes: int, d_model: int) -> None:
+        super().__init__()
+        self.regime = nn.Embedding(num_regimes, d_model)
+        nn.init.normal_(self.regime.weight, std=0.02)
+        self.volatility = nn.Sequential(
+            nn.Linear(1, d_model), nn.SiLU(), nn.Linear(d_model, d_model)
+        )
+
+    def forward(self, market_state: dict[str, Tensor]) -> Tensor:
+        unknown = sorted(set(market_state) - {"regime", "volatility"})
+        if unknown or not market_state:
+            raise ValueError(
+                f"market_state keys {unknown or '{}'} not understood — pass 'regime' "
+                "(LongTensor [B, T]) and/or 'volatility' (FloatTensor [B, T])"
+            )
+        out = 0.0
+        if "regime" in market_state:
+            out = out + self.regime(market_state["regime"].long())  # (B, T, D)
+        if "volatility" in market_state:
+            vol = market_state["volatility"].float().clamp_min(1e-6).log()  # (B, T)
+            out = out + self.volatility(vol.unsqueeze(-1))  # (B, T, D)
+        return out
+
+
+class PatchEmbedding(nn.Module):
+    """Linear embedding of non-overlapping patches of ``patch_size`` steps.
+
+    The sequence is left-padded so the last patch ends at the last step. ``unpatch`` maps
+    token outputs back to steps causally: step ``t`` gets the output of the last patch
+    that ended at or before ``t`` (zeros before the first one), never a patch still open.
+    """
+
+    def __init__(self, n_features: int, d_model: int, patch_size: int = 1) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(n_features * patch_size, d_model)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        return F.pad(x, (0, 0, (-x.shape[1]) % self.patch_size, 0))  # (B, T_pad, C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, F) -> (B, ceil(T / patch_size), D)``."""
+        if self.patch_size == 1:
+            return self.proj(x)
+        x = self._pad(x)
+        B, T, C = x.shape
+        return self.proj(x.reshape(B, T // self.patch_size, self.patch_size * C))  # (B, P, D)
+
+    def pool(self, steps: Tensor) -> Tensor:
+        """Per-step ``(B, T, D)`` → per-patch ``(B, P, D)``: the value at each patch's end."""
+        if self.patch_size == 1:
+            return steps
+        return self._pad(steps)[:, self.patch_size - 1 :: self.patch_size]  # (B, P, D)
+
+    def unpatch(self, h: Tensor, seq_len: int) -> Tensor:
+        """Per-patch ``(B, P, D)`` → per-step ``(B, seq_len, D)``, causally."""
+        if self.patch_size == 1:
+            return h
+        pad = (-seq_len) % self.patch_size
+        last_done = (torch.arange(seq_len, device=h.device) + pad + 1) // self.patch_size
+        h = F.pad(h, (0, 0, 1, 0))  # (B, 1 + P, D): index 0 = "no patch finished yet"
+        return h[:, last_done]  # (B, T, D)
+
+
+class InputEmbedding(nn.Module):
+    """Features (and optional market state) → token sequence, shared by the backbones."""
+
+    def __init__(
+        self,
+        n_features: int,
+        d_model: int,
+        patch_size: int = 1,
+        num_regimes: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.patch = PatchEmbedding(n_features, d_model, patch_size)
+        self.market = None if num_regimes is None else MarketStateEmbedding(num_regimes, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Tensor:
+        """``(B, T, F)`` → ``(B, P, D)``; market state is ignored when not enabled."""
+        h = self.patch(x)  # (B, P, D)
+        if self.market is not None and market_state is not None:
+            h = h + self.patch.pool(self.market(market_state))
+        return self.drop(h)
+
+    def unpatch(self, h: Tensor, seq_len: int) -> Tensor:
+        return self.patch.unpatch(h, seq_len)
