@@ -27,8 +27,11 @@ __all__ = [
     "ConfigError",
     "CrossAssetConfig",
     "DataConfig",
+    "FeaturesConfig",
+    "LossConfig",
     "ModelConfig",
     "RegimeConfig",
+    "WindowsConfig",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
@@ -231,6 +234,54 @@ class DataConfig(_Section):
     )
 
 
+class LossConfig(_Section):
+    """The training objective: the head's supervised loss plus risk terms on its PnL."""
+
+    regression: Literal["mse", "huber"] = Field(
+        "huber", description="Forecast error loss: mse, or huber (robust to fat-tailed returns)."
+    )
+    huber_delta: float = Field(
+        1.0, gt=0, description="Huber threshold, in units of model.return_scale."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing of the down/flat/up cross-entropy."
+    )
+    evidential_anneal_steps: int = Field(
+        1000, ge=1, description="Training steps over which the evidential KL weight ramps 0 → 1."
+    )
+    head_weight: float = Field(1.0, ge=0, description="Weight of the head's supervised loss.")
+    pnl_weight: float = Field(0.0, ge=0, description="Weight of −mean net return of the positions.")
+    sharpe_weight: float = Field(0.0, ge=0, description="Weight of −Sharpe of the net returns.")
+    sortino_weight: float = Field(0.0, ge=0, description="Weight of −Sortino of the net returns.")
+    drawdown_weight: float = Field(
+        0.0, ge=0, description="Weight of the max-drawdown magnitude of the net returns."
+    )
+    cvar_weight: float = Field(
+        0.0, ge=0, description="Weight of −CVaR (expected shortfall) of the net returns."
+    )
+    pnl_mode: Literal["horizon", "sequence"] = Field(
+        "horizon",
+        description="horizon: each sample's position held over t+1..t+H; sequence: the batch "
+        "is one time-ordered trading sequence.",
+    )
+    cost_bps: float = Field(
+        0.0, ge=0, description="Trading cost per unit traded in the PnL terms, bps."
+    )
+    slippage_bps: float = Field(
+        0.0, ge=0, description="Slippage per unit traded in the PnL terms, bps."
+    )
+    holding_bps: float = Field(
+        0.0, ge=0, description="Charge per bar per unit of exposure in the PnL terms, bps."
+    )
+    smoothing: float = Field(
+        1e-4, ge=0, description="Smoothing of |trade| in the costs so gradients exist near 0."
+    )
+    cvar_alpha: float = Field(0.05, gt=0, lt=1, description="Tail share averaged by the CVaR term.")
+    eps: float = Field(
+        1e-8, gt=0, description="Added to variances in the Sharpe/Sortino denominators."
+    )
+
+
 _ARCHITECTURE_HELP = (
     "hybrid_transformer, omni_mixture, moe_transformer, state_space, temporal_fusion"
 )
@@ -298,6 +349,20 @@ class ModelConfig(_Section):
     compile: bool = Field(False, description="Compile the model with torch.compile.")
     tft_hidden: int = Field(64, ge=4, description="temporal_fusion: hidden width of the TFT.")
     tft_lstm_layers: int = Field(1, ge=1, description="temporal_fusion: LSTM encoder layers.")
+    return_scale: float = Field(
+        0.01, gt=0, description="Typical size of a bar's return; heads predict in these units."
+    )
+    position_mode: Literal["forecast", "learned"] = Field(
+        "forecast",
+        description="regression/quantile heads: position = tanh(first forecast / return_scale) "
+        "(forecast) or a separate learned output (learned).",
+    )
+    flat_band: float = Field(
+        0.0005, ge=0, description="Returns within ±flat_band count as flat (down/flat/up labels)."
+    )
+    loss: LossConfig = Field(
+        default_factory=LossConfig, description="Head loss and risk-term weights."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
