@@ -395,11 +395,117 @@ class ModelConfig(_Section):
         return self
 
 
+class WindowsConfig(_Section):
+    """Panel → tensors, sliding windows and purged splits (the `windows` layer)."""
+
+    window: int = Field(
+        128, ge=1, description="Input length W: a window ending at row t sees rows t-W+1..t."
+    )
+    horizon: int = Field(
+        5, ge=1, description="Target length H: forward returns over the next H bars t+1..t+H."
+    )
+    stride: int = Field(1, ge=1, description="Keep every stride-th window end row.")
+    symbols_per_item: Literal["one", "all"] = Field(
+        "one",
+        description="one: an item is one symbol's window [W, F]; all: every symbol [S, W, F].",
+    )
+    calendar: Literal["union", "own"] = Field(
+        "union",
+        description="union: windows span the shared calendar (gaps masked); own: each "
+        "symbol's last W bars (symbols_per_item=one only).",
+    )
+    normalise: Literal["window_zscore", "train_zscore", "none"] = Field(
+        "window_zscore",
+        description="window_zscore: z-score each window by its own rows; train_zscore: by "
+        "training-split statistics; none: raw values.",
+    )
+    target: Literal["simple_return", "log_return"] = Field(
+        "simple_return", description="Target per forward bar: close-to-close simple or log return."
+    )
+    feature_columns: list[str] | None = Field(
+        None,
+        description="Panel columns used as inputs; null = every column except context/regime.",
+    )
+    context_columns: list[str] = Field(
+        default_factory=list,
+        description="Cross-asset panel columns returned separately as `context` [W, C].",
+    )
+    regime_column: str | None = Field(
+        None, description="Panel column of regime labels returned as `regime` at each end row."
+    )
+    memmap_threshold_gb: float = Field(
+        4.0,
+        gt=0,
+        description="Build tensors larger than this (GB) in a memory-mapped cache streamed from disk.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Folder for memory-mapped tensor caches; null = `tensors/` in the panel cache.",
+    )
+    val_fraction: float = Field(
+        0.15, ge=0, lt=1, description="Share of window end rows in the validation split."
+    )
+    test_fraction: float = Field(
+        0.15, ge=0, lt=1, description="Share of window end rows in the test split."
+    )
+    embargo: int | None = Field(
+        None,
+        ge=0,
+        description="Unread rows between one split's last target row and the next split's "
+        "first input row; null = max(horizon, window).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WindowsConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"windows.val_fraction + windows.test_fraction = "
+                f"{self.val_fraction + self.test_fraction:g} leaves no training rows — "
+                "keep their sum below 1"
+            )
+        if self.calendar == "own" and self.symbols_per_item == "all":
+            raise ValueError(
+                "windows.calendar=own needs windows.symbols_per_item=one (multi-symbol items "
+                "share the union calendar)"
+            )
+        return self
+
+
+class FeaturesConfig(_Section):
+    """Which features the FeaturePipeline adds to the panel (see docs/features.md)."""
+
+    names: list[str] | None = Field(
+        None,
+        description="Features to compute by name (e.g. [rsi_14, macd]); null = the default set.",
+    )
+    tags: list[str] | None = Field(
+        None,
+        description="Also compute every feature with one of these tags (technical, spectral, …).",
+    )
+    fft_window: int = Field(
+        64, ge=6, le=4096, description="Bars of log returns in the fft_energy_* rolling window."
+    )
+    periods_per_year: float | None = Field(
+        None,
+        gt=0,
+        description="Annualisation of realised_vol_20; null = inferred from bar spacing (252 daily).",
+    )
+    dtype: Literal["float64", "float32"] = Field(
+        "float64", description="Storage type of the computed feature columns."
+    )
+
+
 class Config(_Section):
     """The whole configuration tree. Each section belongs to one layer of the package."""
 
     seed: int = Field(7, description="Global random seed (data order, initialisation, sampling).")
     data: DataConfig = Field(default_factory=DataConfig, description="Data source and reading.")
+    features: FeaturesConfig = Field(
+        default_factory=FeaturesConfig, description="Feature selection and parameters."
+    )
+    windows: WindowsConfig = Field(
+        default_factory=WindowsConfig, description="Tensors, sliding windows and purged splits."
+    )
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="Backbone, head and their sizes."
     )
@@ -435,7 +541,9 @@ def _format_error(err: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             known = _known_keys(Config, loc[:-1])
             guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f" — did you mean `{'.'.join([*map(str, loc[:-1]), guess[0]])}`?" if guess else ""
+            hint = (
+                f" — did you mean `{'.'.join([*map(str, loc[:-1]), guess[0]])}`?" if guess else ""
+            )
             lines.append(
                 f"  unknown option `{dotted}`{hint} Known options here: {', '.join(known)}."
             )
@@ -529,4 +637,3 @@ def field_help(model: type[BaseModel], name: str) -> str:
     info = model.model_fields[name]
     default = info.default
     return f"{info.description} [config: default {default!r}]"
-
