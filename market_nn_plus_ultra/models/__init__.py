@@ -4,6 +4,15 @@ Importing this package imports every backbone and head module, so their
 ``@register_backbone`` / ``@register_head`` decorators fill the registries.
 """
 
+from market_nn_plus_ultra.models.heads import (
+    ActionHead,
+    DirichletHead,
+    HeadOutput,
+    QuantileDirichletHead,
+    QuantileHead,
+    RegressionHead,
+)
+from market_nn_plus_ultra.models.hybrid_transformer import HybridTransformer
 from market_nn_plus_ultra.models.layers import (
     CausalSelfAttention,
     DiagonalSSM,
@@ -18,6 +27,8 @@ from market_nn_plus_ultra.models.layers import (
     RotaryEmbedding,
     SwiGLU,
 )
+from market_nn_plus_ultra.models.moe_transformer import MoETransformer
+from market_nn_plus_ultra.models.omni_mixture import OmniMixture
 from market_nn_plus_ultra.models.registry import (
     BACKBONES,
     HEADS,
@@ -30,22 +41,35 @@ from market_nn_plus_ultra.models.registry import (
     register_backbone,
     register_head,
 )
+from market_nn_plus_ultra.models.state_space import StateSpaceModel
+from market_nn_plus_ultra.models.temporal_fusion import TemporalFusion
 
 __all__ = [
     "BACKBONES",
     "HEADS",
+    "ActionHead",
     "CausalSelfAttention",
     "DiagonalSSM",
     "DilatedCausalConv",
+    "DirichletHead",
     "GatedLinearUnit",
     "GatedResidualNetwork",
     "GatedSSMMixer",
+    "HeadOutput",
+    "HybridTransformer",
     "InputEmbedding",
     "MarketStateEmbedding",
     "MoEFeedForward",
+    "MoETransformer",
+    "OmniMixture",
     "PatchEmbedding",
+    "QuantileDirichletHead",
+    "QuantileHead",
+    "RegressionHead",
     "RotaryEmbedding",
+    "StateSpaceModel",
     "SwiGLU",
+    "TemporalFusion",
     "TradingModel",
     "build_backbone",
     "build_head",

@@ -140,7 +140,9 @@ def estimate_flops(cfg: ModelConfig, n_features: int, seq_len: int) -> float:
     token uses (all of them except MoE experts it is not routed to; the head is
     negligible), ``T`` the number of tokens (``ceil(seq_len / patch_size)``), and the
     second term the attention scores and mixing counted without the causal saving
-    (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, appendix B).
+    (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, appendix B). ``state_space`` has
+    no attention term: its FFT convolutions cost O(T log T) per channel, small beside
+    the parameter term, so its cost per step stays flat as T grows.
     """
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
@@ -148,6 +150,8 @@ def estimate_flops(cfg: ModelConfig, n_features: int, seq_len: int) -> float:
     except (NotImplementedError, RuntimeError):
         model = build_backbone(cfg, n_features)
     tokens = -(-seq_len // cfg.patch_size)
+    attention_layers = 0 if cfg.architecture == "state_space" else cfg.depth
     return float(
-        6 * _active_parameters(model, cfg) * tokens + 12 * cfg.depth * tokens * cfg.d_model * tokens
+        6 * _active_parameters(model, cfg) * tokens
+        + 12 * attention_layers * tokens * cfg.d_model * tokens
     )

@@ -1,0 +1,97 @@
+"""``hybrid_transformer`` — the default backbone.
+
+Each block mixes time three ways before its feed-forward, every mixer in a pre-norm
+residual branch: rotary causal attention (global, content-based), a dilated causal
+convolution (local patterns; the dilation cycles through ``cfg.dilations`` block by
+block, so a stack sees exponentially far back) and a gated diagonal SSM (smooth long
+memory at O(T log T)). ``(B, T, F) -> (B, T, d_model)``, causal over ``T``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from market_nn_plus_ultra.config import ModelConfig
+from market_nn_plus_ultra.models.layers import (
+    CausalSelfAttention,
+    DilatedCausalConv,
+    GatedSSMMixer,
+    InputEmbedding,
+    SwiGLU,
+    make_norm,
+)
+from market_nn_plus_ultra.models.registry import register_backbone
+
+__all__ = ["HybridBlock", "HybridTransformer", "build_hybrid_transformer"]
+
+
+class HybridBlock(nn.Module):
+    """``x += attn(n(x)); x += conv(n(x)); x += ssm(n(x)); x += ffn(n(x))`` (pre-norm)."""
+
+    def __init__(self, cfg: ModelConfig, dilation: int, ffn: nn.Module) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.norms = nn.ModuleList(make_norm(cfg.norm, d) for _ in range(4))
+        self.attn = CausalSelfAttention(d, cfg.n_heads, cfg.dropout, cfg.max_seq_len)
+        self.conv = DilatedCausalConv(d, cfg.conv_kernel, dilation, cfg.dropout)
+        self.ssm = GatedSSMMixer(d, cfg.ssm_state_dim, cfg.dropout)
+        self.ffn = ffn
+
+    def forward(self, x: Tensor) -> Tensor:
+        for norm, mixer in zip(self.norms, (self.attn, self.conv, self.ssm, self.ffn), strict=True):
+            x = x + mixer(norm(x))  # (B, T, D)
+        return x
+
+
+class HybridTransformer(nn.Module):
+    """Input embedding → ``cfg.depth`` :class:`HybridBlock` s → final norm.
+
+    ``ffn_factory`` builds each block's feed-forward (default: :class:`SwiGLU`); the
+    MoE backbone passes mixture-of-experts layers instead.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        n_features: int,
+        ffn_factory: Callable[[], nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = cfg.d_model
+        if ffn_factory is None:
+
+            def ffn_factory() -> nn.Module:
+                return SwiGLU(cfg.d_model, cfg.ff_mult, cfg.dropout)
+
+        self.embed = InputEmbedding(
+            n_features,
+            cfg.d_model,
+            cfg.patch_size,
+            cfg.num_regimes if cfg.market_state_embedding else None,
+            cfg.dropout,
+        )
+        self.blocks = nn.ModuleList(
+            HybridBlock(cfg, cfg.dilations[i % len(cfg.dilations)], ffn_factory())
+            for i in range(cfg.depth)
+        )
+        self.norm = make_norm(cfg.norm, cfg.d_model)
+        self.checkpointing = cfg.activation_checkpointing
+
+    def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Tensor:
+        """``x (B, T, F)`` (+ optional market state ``(B, T)`` tensors) → ``(B, T, D)``."""
+        h = self.embed(x, market_state)  # (B, P, D), P = T / patch_size
+        for block in self.blocks:
+            if self.checkpointing and self.training:
+                h = checkpoint(block, h, use_reentrant=False)
+            else:
+                h = block(h)
+        return self.embed.unpatch(self.norm(h), x.shape[1])  # (B, T, D)
+
+
+@register_backbone("hybrid_transformer")
+def build_hybrid_transformer(cfg: ModelConfig, n_features: int) -> HybridTransformer:
+    """Attention + dilated conv + gated SSM blocks with SwiGLU feed-forwards."""
+    return HybridTransformer(cfg, n_features)
