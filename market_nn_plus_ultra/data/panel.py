@@ -32,7 +32,7 @@ __all__ = ["OHLCV", "cache_key", "read_panel"]
 log = logging.getLogger(__name__)
 
 OHLCV = ("open", "high", "low", "close", "volume")
-_READER_VERSION = "1"
+_READER_VERSION = "2"
 # Text timestamp → integer ms since the epoch, inside SQLite (handles Z, offsets, .fff).
 _TS_MS = "CAST(round((julianday(timestamp) - 2440587.5) * 86400000.0) AS INTEGER)"
 
@@ -97,23 +97,40 @@ def _range_sql(lo: int | None, hi: int | None) -> tuple[str, list[object]]:
     return "".join(f" AND {c}" for c in clauses), params
 
 
+def _epoch_ms(text: pa.ChunkedArray) -> pa.Array | None:
+    """ISO-8601 text → epoch ms in Arrow (fast); None when some value needs SQLite's parser."""
+    for unit in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):  # zoned, else naive UTC
+        try:
+            ns = text.cast(unit).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if ns.null_count:
+            return None
+        return pa.array(np.floor_divide(ns.to_numpy(), 1_000_000))
+    return None
+
+
+def _fetch_timed(db: Path, columns: str, table: str, where: str, params: list[object]) -> pa.Table:
+    """Rows of one symbol with ``ts`` in epoch ms: Arrow parses ISO-8601 text ~10x faster
+    than SQLite's julianday(); unusual text (dates without a zone offset mixed with
+    others, odd separators) falls back to SQLite's own date functions."""
+    order = " ORDER BY timestamp" if table == "series" else ""
+    sql = f"SELECT {{ts}} AS ts, {columns} FROM {table} WHERE symbol = ?{where}{order}"
+    rows = _fetch(db, sql.format(ts="timestamp"), params)
+    ms = _epoch_ms(rows.column("ts")) if rows.num_rows else pa.array([], pa.int64())
+    if ms is None:
+        return _fetch(db, sql.format(ts=_TS_MS), params)
+    return rows.set_column(0, "ts", ms)
+
+
 def _read_symbol(
     db: Path, symbol: str, lo: int | None, hi: int | None, indicators: bool
 ) -> tuple[pa.Table, pa.Table | None]:
     where, params = _range_sql(lo, hi)
-    series = _fetch(
-        db,
-        f"SELECT {_TS_MS} AS ts, open, high, low, close, volume FROM series "
-        f"WHERE symbol = ?{where} ORDER BY timestamp",
-        [symbol, *params],
-    )
+    series = _fetch_timed(db, "open, high, low, close, volume", "series", where, [symbol, *params])
     ind = None
     if indicators:
-        ind = _fetch(
-            db,
-            f"SELECT {_TS_MS} AS ts, name, value FROM indicators WHERE symbol = ?{where}",
-            [symbol, *params],
-        )
+        ind = _fetch_timed(db, "name, value", "indicators", where, [symbol, *params])
     return series, ind
 
 
@@ -195,8 +212,10 @@ def _make_index(ts_ms: np.ndarray, codes: np.ndarray, symbols: list[str]) -> pd.
         new = np.empty(len(ts_ms), dtype=bool)
         new[0] = True
         np.not_equal(ts_ms[1:], ts_ms[:-1], out=new[1:])
-        ts_codes = np.cumsum(new) - 1
-        levels_ts = ts_ms[new]
+        starts = np.flatnonzero(new)
+        levels_ts = ts_ms[starts]
+        run_lengths = np.diff(starts, append=len(ts_ms))
+        ts_codes = np.repeat(np.arange(len(starts), dtype=np.int64), run_lengths)
     else:
         ts_codes = np.empty(0, np.int64)
         levels_ts = np.empty(0, np.int64)
@@ -217,7 +236,15 @@ def _resolve_symbols(db: Path, symbols: Sequence[str] | None) -> tuple[list[str]
                 f"{db}: table `series` is missing (tables: {', '.join(tables) or 'none'}) — "
                 "import data with `plus-ultra data import` or `plus-ultra data fixture`"
             )
-        present = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM series ORDER BY 1")]
+        # Skip-scan of the (symbol, timestamp) key: one index seek per symbol, not a scan.
+        present = [
+            r[0]
+            for r in con.execute(
+                "WITH RECURSIVE s(sym) AS (SELECT MIN(symbol) FROM series UNION ALL "
+                "SELECT (SELECT MIN(symbol) FROM series WHERE symbol > s.sym) FROM s "
+                "WHERE s.sym IS NOT NULL) SELECT sym FROM s WHERE sym IS NOT NULL"
+            )
+        ]
         has_indicators = "indicators" in tables
     if symbols is None:
         return present, has_indicators
@@ -290,10 +317,16 @@ def read_panel(
     includes that whole day.
     """
     db = Path(db)
-    symbol_list, has_indicators = _resolve_symbols(db, symbols)
+    if not db.is_file():
+        raise StoreError(
+            f"database {db} does not exist — create one with `plus-ultra data fixture` "
+            "or `plus-ultra data import`"
+        )
     lo, hi = _bounds(start, end)
-    include_indicators = include_indicators and has_indicators
-    key = cache_key(db, symbols=symbol_list, lo=lo, hi=hi, indicators=include_indicators)
+    # The key is the request itself plus the database version, so a hit never opens the
+    # database: the same request on the same file content gives the same panel.
+    request = list(symbols) if symbols is not None else None
+    key = cache_key(db, symbols=request, lo=lo, hi=hi, indicators=include_indicators)
     path = _cache_path(db, Path(cache_dir) if cache_dir else None, key)
     if cache and path.exists():
         try:
@@ -301,6 +334,8 @@ def read_panel(
         except (OSError, pa.ArrowException) as err:
             log.warning("panel cache %s unreadable (%s); reading the database", path, err)
 
+    symbol_list, has_indicators = _resolve_symbols(db, symbols)
+    include_indicators = include_indicators and has_indicators
     workers = max(1, min(threads, len(symbol_list)))
     with ThreadPoolExecutor(workers) as pool:
         parts = list(

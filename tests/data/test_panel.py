@@ -115,3 +115,23 @@ def test_offsets_are_converted_to_utc(tmp_path):
     con.close()
     panel = read_panel(path, cache=False)
     assert pd.Timestamp("2024-01-02 10:00", tz="UTC") in panel.index.get_level_values(0)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        ("2024-01-02T10:00:00.250Z", "2024-01-02 10:00:00.250"),
+        ("2024-01-02 10:00:00", "2024-01-02 10:00"),  # no zone: UTC, as the schema says
+        ("2024-01-02", "2024-01-02 00:00"),  # mixed with zoned rows: SQLite's parser
+    ],
+)
+def test_timestamp_text_forms(tmp_path, stored, expected):
+    path = tmp_path / "forms.db"
+    write_database(path, {"series": _series("AAA", 3, "D", 0)})
+    con = sqlite3.connect(path)
+    con.execute("UPDATE series SET timestamp = ? WHERE timestamp LIKE '2024-01-02%'", (stored,))
+    con.commit()
+    con.close()
+    stamps = read_panel(path, cache=False).index.get_level_values(0)
+    assert pd.Timestamp(expected, tz="UTC") in stamps
+    assert len(stamps) == 3 and stamps.is_monotonic_increasing
