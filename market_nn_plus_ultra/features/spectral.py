@@ -1,0 +1,71 @@
+"""Spectral features: how the energy of recent log returns splits across frequency bands.
+
+For each bar t the last ``window`` one-bar log returns (ending at t, so causal) go
+through a real FFT with a rectangular window; the power ``|X_k|²`` of the non-constant
+bins ``k = 1 .. window/2`` is split by frequency ``f = k/window`` cycles per bar into
+
+* ``low``  — ``f <= 1/6``: cycles of 6 bars or longer (trend, slow oscillation),
+* ``mid``  — ``1/6 < f <= 1/3``: cycles of 3–6 bars,
+* ``high`` — ``f > 1/3``: cycles shorter than 3 bars (bar-to-bar reversal noise),
+
+and each band's share of the total is reported (the three sum to 1). The window mean
+only moves bin 0, so a drift does not count as low-frequency energy. A window with no
+energy at all (flat prices) gets the white-noise shares, proportional to the number of
+bins in each band.
+
+The FFT runs over zero-copy sliding-window views in chunks, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .registry import register
+from .rolling import log_returns
+
+__all__ = ["band_bins", "fft_energy"]
+
+_CHUNK_ROWS = 16_384  # windows per FFT batch: ~9 MB of complex spectrum per chunk
+
+
+def band_bins(window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks over bins ``1 .. window//2`` for the low, mid and high bands."""
+    freq = np.arange(1, window // 2 + 1) / window
+    low = freq <= 1.0 / 6.0
+    high = freq > 1.0 / 3.0
+    return low, ~(low | high), high
+
+
+@register(
+    inputs=("close",),
+    outputs=("fft_energy_low", "fft_energy_mid", "fft_energy_high"),
+    warmup=lambda window: window,
+    tags=("spectral",),
+)
+def fft_energy(close: np.ndarray, *, window: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Share of the spectral energy of the last ``window`` log returns in the low, mid and
+    high frequency bands (cycles of ≥ 6 bars, 3–6 bars, < 3 bars); see the module doc."""
+    if window < 6:
+        raise ValueError(f"fft_energy: window must be at least 6 bars, got {window}")
+    n = len(close)
+    shares = np.full((3, n), np.nan)
+    returns = log_returns(close)[1:]
+    if len(returns) < window:
+        return shares[0], shares[1], shares[2]
+    masks = band_bins(window)
+    # One (bins, 3) 0/1 matrix turns the power spectrum into band energies in one matmul.
+    to_bands = np.stack(masks, axis=1).astype(np.float64)
+    white = to_bands.sum(axis=0) / to_bands.sum()
+    views = sliding_window_view(returns, window)  # (n - window, window), no copy
+    out = shares[:, window:]  # window j ends at return j + window - 1 = bar j + window
+    for lo in range(0, len(views), _CHUNK_ROWS):
+        spectrum = np.fft.rfft(views[lo : lo + _CHUNK_ROWS], axis=1)[:, 1:]
+        power = spectrum.real**2 + spectrum.imag**2  # (chunk, window // 2)
+        energy = power @ to_bands  # (chunk, 3)
+        total = energy.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            band = energy / total
+        band[total[:, 0] == 0.0] = white
+        out[:, lo : lo + len(band)] = band.T
+    return shares[0], shares[1], shares[2]
