@@ -31,6 +31,8 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "RegimeConfig",
+    "TrackingConfig",
+    "TrainingConfig",
     "WindowsConfig",
     "apply_overrides",
     "config_from_dict",
@@ -495,6 +497,102 @@ class FeaturesConfig(_Section):
     )
 
 
+class TrainingConfig(_Section):
+    """Supervised training: optimiser, schedule, hardware and checkpoints (docs/training.md)."""
+
+    batch_size: int = Field(256, ge=1, description="Windows per optimiser micro-batch.")
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="Windows per validation/test batch; null = training.batch_size."
+    )
+    learning_rate: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
+    warmup_steps: int = Field(
+        200, ge=0, description="Optimiser steps of linear learning-rate warm-up from 0."
+    )
+    min_lr_ratio: float = Field(
+        0.1, ge=0, le=1, description="Cosine schedule floor as a fraction of the peak rate."
+    )
+    max_epochs: int = Field(20, ge=1, description="Passes over the training windows.")
+    max_steps: int = Field(
+        -1, ge=-1, description="Stop after this many optimiser steps; -1 = run max_epochs."
+    )
+    gradient_clip: float | None = Field(
+        1.0, gt=0, description="Clip the global gradient norm to this value; null = no clipping."
+    )
+    accumulate_grad_batches: int = Field(
+        1, ge=1, description="Micro-batches whose gradients add up to one optimiser step."
+    )
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
+        "auto", description="Numeric precision; auto = bf16-mixed on CUDA, 32-true otherwise."
+    )
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "auto", description="Device type passed to the Lightning Trainer."
+    )
+    devices: int | str = Field(
+        "auto", description="Devices per node: a count, 'auto', or a list string like '0,1'."
+    )
+    num_nodes: int = Field(1, ge=1, description="Machines taking part in distributed training.")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="Lightning distribution strategy: auto, ddp or fsdp."
+    )
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (0 = main process).")
+    persistent_workers: bool = Field(
+        True, description="Keep DataLoader workers alive between epochs (needs num_workers > 0)."
+    )
+    pin_memory: bool = Field(True, description="Pin host batches for faster copies to a GPU.")
+    monitor: Literal["val_ic", "val_loss"] = Field(
+        "val_ic", description="Validation metric that picks best.ckpt (val_ic max, val_loss min)."
+    )
+    ic_mode: Literal["pooled", "cross_section"] = Field(
+        "pooled",
+        description="IC as one Spearman over every (bar, symbol) pair (pooled) or the mean "
+        "per-bar Spearman across symbols (cross_section).",
+    )
+    cost_bps: float = Field(
+        1.0, ge=0, description="Cost per unit traded in the validation Sharpe, bps."
+    )
+    checkpoint_dir: Path = Field(
+        Path("outputs/train"), description="Folder for checkpoints, logs and the resolved config."
+    )
+    checkpoint_every_n_steps: int | None = Field(
+        None, ge=1, description="Also save steps/step-N.ckpt every N optimiser steps (for resume)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a better monitor value."
+    )
+    deterministic: bool = Field(
+        False, description="Force deterministic kernels (slower on GPU; CPU runs repeat anyway)."
+    )
+    float32_matmul_precision: Literal["highest", "high", "medium"] = Field(
+        "high", description="torch float32 matmul precision (high allows TF32 on GPUs)."
+    )
+    log_every_n_steps: int = Field(50, ge=1, description="Log training metrics every N steps.")
+    progress_bar: bool = Field(True, description="Show a progress bar while training.")
+
+
+class TrackingConfig(_Section):
+    """Experiment tracking: CSV always, TensorBoard when installed, W&B / MLflow on request."""
+
+    run_name: str | None = Field(
+        None, description="Name of the run in every logger; null = the checkpoint folder name."
+    )
+    csv: bool = Field(True, description="Write metrics to logs/csv/metrics.csv.")
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard event files when tensorboard is installed."
+    )
+    wandb: bool = Field(False, description="Log to Weights & Biases (needs the `tracking` extra).")
+    wandb_project: str = Field("market-nn-plus-ultra", description="W&B project name.")
+    wandb_entity: str | None = Field(None, description="W&B entity (team); null = your default.")
+    wandb_offline: bool = Field(
+        True, description="Keep W&B runs offline (sync later with `wandb sync`)."
+    )
+    mlflow: bool = Field(False, description="Log to MLflow (needs the `tracking` extra).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; null = a local file store logs/mlruns."
+    )
+    mlflow_experiment: str = Field("market-nn-plus-ultra", description="MLflow experiment name.")
+
+
 class Config(_Section):
     """The whole configuration tree. Each section belongs to one layer of the package."""
 
@@ -508,6 +606,12 @@ class Config(_Section):
     )
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="Backbone, head and their sizes."
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Supervised training and checkpoints."
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment loggers (CSV, TensorBoard, W&B)."
     )
 
 
