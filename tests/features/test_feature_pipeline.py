@@ -7,11 +7,11 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from feature_panels import ragged_panel
 
 from market_nn_plus_ultra.config import FeaturesConfig
 from market_nn_plus_ultra.features import REGISTRY, FeatureError, FeaturePipeline
 from market_nn_plus_ultra.features.rolling import rolling_sum, seeded_ema
+from tests.features.feature_panels import ragged_panel
 
 
 @pytest.fixture(scope="module")
