@@ -30,6 +30,7 @@ __all__ = [
     "FeaturesConfig",
     "LossConfig",
     "ModelConfig",
+    "PretrainingConfig",
     "RegimeConfig",
     "TrackingConfig",
     "TrainingConfig",
@@ -593,6 +594,70 @@ class TrackingConfig(_Section):
     mlflow_experiment: str = Field("market-nn-plus-ultra", description="MLflow experiment name.")
 
 
+class PretrainingConfig(_Section):
+    """Self-supervised pretraining of the backbone (see docs/pretraining.md)."""
+
+    objective: Literal["masked", "contrastive"] = Field(
+        "masked",
+        description="masked: reconstruct masked steps; contrastive: TS2Vec hierarchical contrast.",
+    )
+    mask_prob: float = Field(
+        0.15, gt=0, lt=1, description="masked: share of time steps (or patches) masked per window."
+    )
+    mask_mode: Literal["timestep", "patch"] = Field(
+        "timestep", description="masked: mask single time steps or runs of mask_patch_len steps."
+    )
+    mask_patch_len: int = Field(8, ge=1, description="masked: steps per masked patch (patch mode).")
+    mask_value: Literal["zero", "mean"] = Field(
+        "zero",
+        description="masked: masked inputs become 0 or the window's mean of each feature.",
+    )
+    temperature: float = Field(
+        0.1, gt=0, description="contrastive: InfoNCE softmax temperature (lower = sharper)."
+    )
+    jitter_std: float = Field(
+        0.03, ge=0, description="contrastive: std of the Gaussian noise added to each view."
+    )
+    scale_std: float = Field(
+        0.1, ge=0, description="contrastive: std of the per-feature random scaling around 1."
+    )
+    time_mask_prob: float = Field(
+        0.1, ge=0, lt=1, description="contrastive: share of time steps masked in each view."
+    )
+    time_mask_fill: Literal["zero", "mean"] = Field(
+        "zero", description="contrastive: masked steps become 0 or the window mean of the feature."
+    )
+    temporal_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="contrastive: weight of the temporal term; the instance term gets 1 - it.",
+    )
+    batch_size: int = Field(64, ge=2, description="Windows per pretraining batch.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before cosine decay.")
+    max_epochs: int = Field(10, ge=1, description="Passes over the training windows.")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many steps; -1 = no limit.")
+    gradient_clip: float | None = Field(
+        1.0, gt=0, description="Clip the gradient norm to this value; null disables clipping."
+    )
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
+        "auto", description="Numeric precision; auto = bf16-mixed on CUDA, 32-true otherwise."
+    )
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "auto", description="Device type passed to the Lightning Trainer."
+    )
+    devices: int | str = Field("auto", description="Devices per node: a count or 'auto'.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process).")
+    checkpoint_dir: Path = Field(
+        Path("outputs/pretrain"),
+        description="Folder for last.ckpt, backbone.pt, config.yaml and metrics.",
+    )
+    log_every_n_steps: int = Field(10, ge=1, description="Log the pretraining loss every N steps.")
+    progress_bar: bool = Field(True, description="Show a progress bar while pretraining.")
+
+
 class Config(_Section):
     """The whole configuration tree. Each section belongs to one layer of the package."""
 
@@ -612,6 +677,9 @@ class Config(_Section):
     )
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Experiment loggers (CSV, TensorBoard, W&B)."
+    )
+    pretraining: PretrainingConfig = Field(
+        default_factory=PretrainingConfig, description="Self-supervised backbone pretraining."
     )
 
 
