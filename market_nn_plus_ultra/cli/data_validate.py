@@ -16,15 +16,16 @@ _STYLE = {"error": "bold red", "warning": "yellow"}
 
 
 def _table(report: ValidationReport) -> Table:
+    frame = report.to_frame()
     table = Table(title="Validation failures", show_lines=True, title_justify="left")
     table.add_column("severity", overflow="fold")
-    table.add_column("table", overflow="fold")
-    table.add_column("column", overflow="fold")
-    table.add_column("check", overflow="fold")
+    # Names are what users grep for: never folded or cut, the fix column wraps instead.
+    for name in ("table", "column", "check"):
+        table.add_column(name, no_wrap=True, min_width=int(frame[name].str.len().max()))
     table.add_column("rows", justify="right")
     table.add_column("first offending keys", overflow="fold")
     table.add_column("suggested fix", overflow="fold", ratio=1)
-    for _, row in report.to_frame().iterrows():
+    for _, row in frame.iterrows():
         table.add_row(
             f"[{_STYLE[row['severity']]}]{row['severity']}[/]",
             row["table"],

@@ -212,14 +212,18 @@ def zone_labels(raw: pd.Series) -> pd.Series:
         return labels
     parts = text[other].str.extract(_ZONE)
     minutes = parts["hh"].astype(float) * 60 + parts["mm"].astype(float).fillna(0)
-    offset = (
-        parts["sign"]
-        + (minutes // 60).map("{:02.0f}".format, na_action="ignore")
-        + ":"
-        + (minutes % 60).map("{:02.0f}".format, na_action="ignore")
+    shifted = parts["sign"].notna() & (minutes != 0)
+    label = pd.Series(
+        np.where(parts["zone"].notna(), "UTC", "naive"), index=parts.index, dtype=object
     )
-    label = offset.where(minutes != 0, "UTC")
-    label = label.where(parts["sign"].notna(), np.where(parts["zone"].notna(), "UTC", "naive"))
+    if shifted.any():
+        whole = minutes[shifted].astype(int)
+        label[shifted] = (
+            parts["sign"][shifted].astype(str)
+            + (whole // 60).astype(str).str.zfill(2)
+            + ":"
+            + (whole % 60).astype(str).str.zfill(2)
+        )
     labels[other] = label
     return labels
 
