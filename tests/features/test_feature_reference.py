@@ -1,0 +1,128 @@
+"""Built-in features against TA-Lib, `ta` and pandas on real S&P 500 and NASDAQ daily bars.
+
+The reference data ship with `arch` (1999–2018 daily OHLCV). Recursive indicators are
+compared after a warm-up of 300 rows, where the effect of any difference in seeding has
+decayed far below 1e-6; the NaN warm-up rows must sit exactly where TA-Lib puts them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import ta
+import talib
+from arch.data import nasdaq, sp500
+
+from market_nn_plus_ultra.features import FeaturePipeline
+from market_nn_plus_ultra.features.frequency import periods_per_year
+from market_nn_plus_ultra.features.technical import atr_14, bb_width_20, macd, rsi_14
+
+WARM = 300
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module", params=["sp500", "nasdaq"])
+def bars(request) -> pd.DataFrame:
+    frame = {"sp500": sp500, "nasdaq": nasdaq}[request.param].load()
+    frame = frame.rename(columns=str.lower)[["open", "high", "low", "close", "volume"]]
+    return frame.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def features(bars) -> pd.DataFrame:
+    index = pd.MultiIndex.from_arrays(
+        [bars.index.tz_localize("UTC"), ["IDX"] * len(bars)], names=["timestamp", "symbol"]
+    )
+    panel = bars.set_axis(index)
+    return FeaturePipeline().transform_panel(panel).droplevel("symbol")
+
+
+def _close(ours: np.ndarray, ref: np.ndarray, *, nan_rows: int | None = None) -> None:
+    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if nan_rows is not None:
+        assert np.isnan(ours[:nan_rows]).all() and np.isfinite(ours[nan_rows:]).all()
+        assert np.isnan(ref[:nan_rows]).all()
+    np.testing.assert_allclose(ours[WARM:], ref[WARM:], rtol=0, atol=TOL)
+
+
+def test_rsi_matches_talib_and_ta(bars, features):
+    close = bars["close"].to_numpy()
+    _close(features["rsi_14"], talib.RSI(close, 14), nan_rows=14)
+    _close(features["rsi_14"], ta.momentum.RSIIndicator(bars["close"], 14).rsi())
+    # The registered function and the pipeline column are the same computation.
+    np.testing.assert_array_equal(rsi_14(close), features["rsi_14"].to_numpy())
+
+
+def test_macd_matches_talib_and_ta(bars, features):
+    line, signal, hist = talib.MACD(bars["close"].to_numpy(), 12, 26, 9)
+    _close(features["macd"], line, nan_rows=33)
+    _close(features["macd_signal"], signal, nan_rows=33)
+    _close(features["macd_hist"], hist, nan_rows=33)
+    ref = ta.trend.MACD(bars["close"], window_slow=26, window_fast=12, window_sign=9)
+    _close(features["macd"], ref.macd())
+    _close(features["macd_signal"], ref.macd_signal())
+    _close(features["macd_hist"], ref.macd_diff())
+    ours = macd(bars["close"].to_numpy(), fast=5, slow=20, signal=4)
+    for mine, theirs in zip(ours, talib.MACD(bars["close"].to_numpy(), 5, 20, 4), strict=True):
+        _close(mine, theirs, nan_rows=22)
+
+
+def test_bollinger_width_matches_talib_and_ta(bars, features):
+    upper, middle, lower = talib.BBANDS(bars["close"].to_numpy(), 20, 2.0, 2.0)
+    _close(features["bb_width_20"], (upper - lower) / middle, nan_rows=19)
+    wband = ta.volatility.BollingerBands(bars["close"], 20, 2).bollinger_wband() / 100.0
+    _close(features["bb_width_20"], wband)
+    three = bb_width_20(bars["close"].to_numpy(), period=10, nbdev=3.0)
+    upper, middle, lower = talib.BBANDS(bars["close"].to_numpy(), 10, 3.0, 3.0)
+    _close(three, (upper - lower) / middle, nan_rows=9)
+
+
+def test_atr_matches_talib_and_ta(bars, features):
+    high, low, close = (bars[c].to_numpy() for c in ("high", "low", "close"))
+    _close(features["atr_14"], talib.ATR(high, low, close, 14), nan_rows=14)
+    ref = ta.volatility.AverageTrueRange(bars["high"], bars["low"], bars["close"], 14)
+    _close(features["atr_14"], ref.average_true_range())
+    _close(atr_14(high, low, close, period=5), talib.ATR(high, low, close, 5), nan_rows=5)
+
+
+def test_return_statistics_match_pandas_rolling(bars, features):
+    log_ret = np.log(bars["close"]).diff()
+    assert periods_per_year(bars.index.tz_localize("UTC").as_unit("ns").asi8) == 252.0
+    _close(features["realised_vol_20"], log_ret.rolling(20).std() * np.sqrt(252.0), nan_rows=20)
+    _close(features["skew_20"], log_ret.rolling(20).skew(), nan_rows=20)
+    _close(features["kurt_20"], log_ret.rolling(20).kurt(), nan_rows=20)
+
+
+def test_hand_checked_returns_velocity_and_volume_z(bars, features):
+    close, volume = bars["close"].to_numpy(), bars["volume"].to_numpy()
+    t = 1234
+    assert features["log_return_1"].iloc[t] == pytest.approx(
+        np.log(close[t] / close[t - 1]), abs=1e-15
+    )
+    assert features["velocity_5"].iloc[t] == pytest.approx(
+        (np.log(close[t]) - np.log(close[t - 5])) / 5, abs=1e-15
+    )
+    window = volume[t - 19 : t + 1]
+    expected = (volume[t] - window.mean()) / window.std(ddof=1)
+    assert features["volume_z_20"].iloc[t] == pytest.approx(expected, rel=1e-9)
+    assert np.isnan(features["velocity_5"].iloc[4]) and np.isfinite(features["velocity_5"].iloc[5])
+
+
+def test_small_hand_cases():
+    # Closes rise by 1 for 14 bars: no losses, RSI = 100; then flat forever: RSI stays 100
+    # (Wilder averages of gains decay but losses stay 0).
+    close = np.r_[np.arange(100.0, 115.0), np.full(5, 114.0)]
+    rsi = rsi_14(close)
+    assert np.isnan(rsi[:14]).all() and np.allclose(rsi[14:], 100.0)
+    # A fully flat series has no moves at all: RSI 50, zero Bollinger width and ATR.
+    flat = np.full(40, 10.0)
+    assert np.allclose(rsi_14(flat)[14:], 50.0)
+    assert np.allclose(bb_width_20(flat)[19:], 0.0)
+    assert np.allclose(atr_14(flat, flat, flat)[14:], 0.0)
+    # ATR: true range uses the previous close when it gaps outside the bar.
+    high = np.array([10.0, 12.0, 11.0])
+    low = np.array([9.0, 11.0, 10.5])
+    cls = np.array([9.5, 11.5, 10.8])
+    # TR = [max(12, 9.5) - min(11, 9.5), max(11, 11.5) - min(10.5, 11.5)] = [2.5, 1.0]
+    assert atr_14(high, low, cls, period=2)[2] == pytest.approx(1.75)
