@@ -1,0 +1,283 @@
+"""The Lightning DataModule: SQLite → feature panel → market tensors → purged window splits.
+
+    dm = MarketDataModule(cfg)
+    dm.setup()                       # reads, builds features and tensors once
+    dm.n_features, dm.feature_columns, dm.symbols, dm.splits["test"]
+    for batch in dm.train_dataloader(): batch["x"]  # (B, W, F)
+
+Batches are gathered whole by :meth:`SlidingWindowDataset.batch` (one advanced-indexing
+call per batch, no per-item Python): the loaders take ``batch_size=None`` and a batch
+sampler. The training sampler draws a permutation from ``(seed, epoch)`` only, so the
+data order is the same on every run with the same seed, and the loader is *stateful*:
+Lightning saves how many batches of the epoch were consumed in each checkpoint and a
+resumed run continues with the next batch of the same permutation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..config import Config
+from ..features.compute import compute_features
+from ..windows import (
+    MarketTensors,
+    Normaliser,
+    SlidingWindowDataset,
+    Split,
+    build_tensors,
+    fit_normaliser,
+    purged_splits,
+)
+
+__all__ = ["MarketDataModule", "ResumableBatchSampler"]
+
+log = logging.getLogger(__name__)
+
+_SPLITS = ("train", "val", "test")
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Batches of window indices in a order fixed by ``(seed, epoch)``, sharded by rank.
+
+    ``shuffle=False`` keeps index order (validation/test). Under data parallelism each of
+    ``world_size`` ranks takes every ``world_size``-th index of the permutation (padded
+    by wrapping so every rank sees the same number of batches). ``skip`` batches are left
+    out of the next epoch's start (set by a resumed loader), then reset.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.n_items, self.batch_size, self.shuffle = int(n_items), int(batch_size), shuffle
+        self.seed, self.drop_last = int(seed), drop_last
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch: the permutation depends on it."""
+        self.epoch = int(epoch)
+
+    def _indices(self) -> np.ndarray:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n_items, generator=generator).numpy()
+        else:
+            order = np.arange(self.n_items)
+        if self.world_size > 1:
+            per_rank = -(-self.n_items // self.world_size)
+            order = np.resize(order, per_rank * self.world_size)  # wrap-pad to equal shards
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __len__(self) -> int:
+        n = -(-self.n_items // self.world_size) if self.world_size > 1 else self.n_items
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self._indices()
+        skip, self.skip = self.skip, 0
+        for b in range(skip, len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+
+
+class _StatefulLoader(DataLoader):
+    """A DataLoader Lightning checkpoints: ``{"epoch", "consumed"}`` batches of the epoch.
+
+    ``consumed`` counts batches handed to the training loop (not batches prefetched by
+    workers), so a resumed run skips exactly the batches the interrupted one trained on.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._consumed = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = self.sampler
+        self._consumed = sampler.skip if isinstance(sampler, ResumableBatchSampler) else 0
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        epoch = getattr(self.sampler, "epoch", 0)
+        return {"epoch": int(epoch), "consumed": int(self._consumed)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if isinstance(self.sampler, ResumableBatchSampler):
+            self.sampler.set_epoch(state.get("epoch", 0))
+            self.sampler.skip = int(state.get("consumed", 0))
+
+
+class MarketDataModule(L.LightningDataModule):
+    """Windows of the database ``cfg.data`` names, split train/val/test with purging.
+
+    ``setup()`` runs once (later calls reuse the result): ``compute_features`` (read the
+    panel, join ``data.alternative_data`` as of each bar, add ``features``) →
+    :func:`build_tensors` → :func:`purged_splits` → one :class:`SlidingWindowDataset` per
+    split. With ``windows.normalise=train_zscore`` the statistics are fitted on the
+    training split's input rows only. Pass ``panel`` to skip the database read (it must
+    already hold the feature columns).
+    """
+
+    def __init__(self, cfg: Config, panel: pd.DataFrame | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._panel = panel
+        self.tensors: MarketTensors | None = None
+        self.splits: dict[str, Split] = {}
+        self.datasets: dict[str, SlidingWindowDataset] = {}
+        self.normaliser: Normaliser | None = None
+        self._loaders: dict[str, DataLoader] = {}
+
+    # ----------------------------------------------------------------------------------
+    # Building
+    # ----------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build tensors, splits and datasets (idempotent)."""
+        if self.tensors is not None:
+            return
+        cfg = self.cfg
+        panel = self._panel
+        if panel is None:
+            panel, report = compute_features(cfg.data, cfg.features)
+            if report.skipped:
+                log.info("features skipped: %s", report.skipped)
+        self.tensors = build_tensors(panel, cfg.windows)
+        self._panel = None  # the tensors hold everything training needs; free the frame
+        w = cfg.windows
+        train, val, test = purged_splits(
+            self.tensors.n_rows,
+            w.val_fraction,
+            w.test_fraction,
+            window=w.window,
+            horizon=w.horizon,
+            embargo=w.embargo,
+        )
+        self.splits = {"train": train, "val": val, "test": test}
+        if w.normalise == "train_zscore":
+            self.normaliser = fit_normaliser(self.tensors, train.input_rows)
+        for name, split in self.splits.items():
+            self.datasets[name] = SlidingWindowDataset.from_config(
+                self.tensors, w, split=split, normaliser=self.normaliser
+            )
+        if len(self.datasets["train"]) == 0:
+            raise ValueError(
+                f"the training split (rows {train.rows.start}..{train.rows.stop - 1}) has no "
+                "complete windows — load more history (data.start/data.end), shorten "
+                "windows.window, or check that the features are not NaN everywhere"
+            )
+        log.info("windows: %s", self.split_info())
+
+    def _require(self) -> MarketTensors:
+        if self.tensors is None:
+            raise RuntimeError("MarketDataModule.setup() has not run yet — call dm.setup() first")
+        return self.tensors
+
+    # ----------------------------------------------------------------------------------
+    # What the model and the checkpoint need to know
+    # ----------------------------------------------------------------------------------
+
+    @property
+    def n_features(self) -> int:
+        """Input channels F of every window ``x`` ``(B, W, F)``."""
+        return self._require().n_features
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The panel columns behind the F input channels, in order."""
+        return list(self._require().feature_names)
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._require().symbols)
+
+    @property
+    def timestamps(self) -> pd.DatetimeIndex:
+        """The union calendar: ``t_index`` of a batch indexes it."""
+        return self._require().timestamps
+
+    def split_info(self) -> dict[str, dict[str, Any]]:
+        """Per split: end rows, first/last end timestamp and number of windows."""
+        ts = self._require().timestamps
+        info: dict[str, dict[str, Any]] = {}
+        for name, split in self.splits.items():
+            rows = split.rows
+            info[name] = {
+                "rows": [rows.start, rows.stop],
+                "start": ts[rows.start].isoformat() if len(rows) else None,
+                "end": ts[rows.stop - 1].isoformat() if len(rows) else None,
+                "windows": len(self.datasets[name]) if name in self.datasets else 0,
+            }
+        return info
+
+    # ----------------------------------------------------------------------------------
+    # Loaders
+    # ----------------------------------------------------------------------------------
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _loader(self, name: str) -> DataLoader:
+        self.setup()
+        t = self.cfg.training
+        train = name == "train"
+        rank, world = self._rank() if train else (0, 1)  # every rank evaluates the full split
+        sampler = ResumableBatchSampler(
+            len(self.datasets[name]),
+            t.batch_size if train else (t.eval_batch_size or t.batch_size),
+            shuffle=train,
+            seed=self.cfg.seed,
+            drop_last=train and len(self.datasets[name]) > t.batch_size,
+            rank=rank,
+            world_size=world,
+        )
+        workers = t.num_workers
+        return _StatefulLoader(
+            self.datasets[name],
+            batch_size=None,  # the sampler yields whole batches; the dataset gathers them
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=t.persistent_workers and workers > 0,
+            pin_memory=t.pin_memory and torch.cuda.is_available(),
+            prefetch_factor=2 if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (by seed and epoch), sharded by rank, resumable mid-epoch."""
+        # One loader object per split: Lightning restores a checkpoint's loader state into
+        # the object it built, and persistent workers survive between epochs.
+        if "train" not in self._loaders:
+            self._loaders["train"] = self._loader("train")
+        return self._loaders["train"]
+
+    def val_dataloader(self) -> DataLoader:
+        """The validation windows in (time, symbol) order, the whole split on every rank."""
+        if "val" not in self._loaders:
+            self._loaders["val"] = self._loader("val")
+        return self._loaders["val"]
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out test windows in (time, symbol) order."""
+        if "test" not in self._loaders:
+            self._loaders["test"] = self._loader("test")
+        return self._loaders["test"]
