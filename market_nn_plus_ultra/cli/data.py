@@ -13,4 +13,4 @@ app = typer.Typer(
 )
 
 # Command modules register on `app` when imported (kept last: they import `app`).
-from . import data_fixture, data_import, data_validate  # noqa: E402, F401
+from . import data_build, data_fixture, data_import, data_validate  # noqa: E402, F401
