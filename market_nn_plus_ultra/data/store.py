@@ -247,3 +247,18 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         if "metadata" not in list_tables(con):
             return {}
         return dict(con.execute("SELECT key, value FROM metadata").fetchall())
+
+
+def summarise_series(path: str | Path) -> pd.DataFrame:
+    """One row per symbol of ``series``: ``rows``, ``start`` and ``end`` (UTC timestamps)."""
+    with contextlib.closing(connect(path)) as con:
+        if "series" not in list_tables(con):
+            raise StoreError(f"{path}: table `series` does not exist")
+        frame = pd.read_sql_query(
+            "SELECT symbol, COUNT(*) AS rows, MIN(timestamp) AS start, MAX(timestamp) AS end "
+            "FROM series GROUP BY symbol ORDER BY symbol",
+            con,
+        )
+    frame["start"] = parse_timestamps(frame["start"])
+    frame["end"] = parse_timestamps(frame["end"])
+    return frame
