@@ -9,6 +9,7 @@ import typer
 from .. import __version__
 from . import data as data_cmds
 from ._common import setup_logging
+from .demo import demo
 
 app = typer.Typer(
     name="plus-ultra",
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmds.app, name="data")
+app.command("demo")(demo)
 
 
 def _version(value: bool) -> None:
