@@ -7,8 +7,11 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from . import bench as bench_cmds
 from . import data as data_cmds
+from . import features as features_cmds
 from ._common import setup_logging
+from .audit import audit
 from .demo import demo
 
 app = typer.Typer(
@@ -20,7 +23,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmds.app, name="data")
+app.command("audit")(audit)
+app.add_typer(features_cmds.app, name="features")
 app.command("demo")(demo)
+app.add_typer(bench_cmds.app, name="bench")
 
 
 def _version(value: bool) -> None:
