@@ -10,7 +10,6 @@ from .. import __version__
 from . import bench as bench_cmds
 from . import data as data_cmds
 from . import features as features_cmds
-from . import features as features_cmds
 from ._common import setup_logging
 from .audit import audit
 from .demo import demo
@@ -24,7 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmds.app, name="data")
-app.add_typer(features_cmds.app, name="features")
 app.command("audit")(audit)
 app.add_typer(features_cmds.app, name="features")
 app.command("demo")(demo)
