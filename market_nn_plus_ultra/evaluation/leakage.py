@@ -1,0 +1,371 @@
+"""Look-ahead audit: recompute everything on truncated data and demand the past is unchanged.
+
+A value at time ``t`` is causal when it depends on data up to and including ``t`` only.
+The audit tests that directly: it picks random cut points, truncates the panel (and the
+alternative-data side tables) at each cut, recomputes every selected feature (the
+registry pipeline, custom features included), regime label, cross-asset column and
+alternative-data column, and compares each value stamped at or before the cut with the
+full computation. Any difference beyond float tolerance is a leak, reported with the
+column, the symbol and the first timestamp that changed. A centred rolling mean changes
+the last bars before the cut; a full-sample z-score changes every bar.
+
+It then checks the targets: every ``targets[t, s, h-1]`` must be the symbol's return
+from its (h-1)-th to its h-th bar after ``t`` (recomputed independently from ``close``),
+and every window of the configured length ``W`` ending at ``t`` must read rows
+``t-W+1 .. t`` only, strictly before its first target bar.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import CrossAssetConfig, DataConfig, FeaturesConfig, RegimeConfig
+from ..data.alternative import AlternativeDataConnector
+from ..data.cross_asset import CalendarMismatchError, cross_asset_view
+from ..data.panel import read_panel
+from ..data.regimes import read_sectors, regime_labels
+from ..features.pipeline import FeaturePipeline
+from ..features.registry import FeatureRegistry
+from ..windows import MarketTensors, SlidingWindowDataset
+
+__all__ = ["LEAK_COLUMNS", "AuditReport", "audit_leakage", "audit_panel", "check_targets"]
+
+log = logging.getLogger(__name__)
+
+#: Columns of :attr:`AuditReport.leaks`, one row per (kind, column, symbol).
+LEAK_COLUMNS = [
+    "kind",
+    "column",
+    "symbol",
+    "first_timestamp",
+    "cut",
+    "n_changed",
+    "full_value",
+    "truncated_value",
+]
+_TARGET_SAMPLE = 4096  # windows whose gathered targets are compared value by value
+Compute = Callable[[pd.Timestamp | None], pd.DataFrame]
+
+
+@dataclass
+class AuditReport:
+    """Leaks found (empty when clean), the cuts used and what was checked."""
+
+    leaks: pd.DataFrame
+    cuts: list[pd.Timestamp]
+    checked: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    window: int = 0
+    horizon: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing leaked."""
+        return self.leaks.empty
+
+    @property
+    def leaking_columns(self) -> list[str]:
+        """Every column with at least one leak, in report order."""
+        return list(dict.fromkeys(self.leaks["column"]))
+
+    def summary(self) -> str:
+        """One line: how many columns were checked at how many cuts, and what leaked."""
+        n = sum(len(v) for v in self.checked.values())
+        head = f"{n} columns checked at {len(self.cuts)} cuts (window {self.window}, "
+        head += f"horizon {self.horizon})"
+        if self.ok:
+            return head + ": no look-ahead found"
+        return head + f": LEAKS in {', '.join(self.leaking_columns)}"
+
+
+# --------------------------------------------------------------------------------------
+# Comparing full and truncated computations
+# --------------------------------------------------------------------------------------
+
+
+def _changed(full: pd.DataFrame, part: pd.DataFrame, rtol: float, atol: float) -> pd.DataFrame:
+    """bool frame (full's index and columns): True where the truncated value differs."""
+    part = part.reindex(index=full.index, columns=full.columns)
+    out = {}
+    for column in full.columns:
+        a, b = full[column], part[column]
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            x = a.to_numpy(dtype=np.float64, na_value=np.nan)
+            y = b.to_numpy(dtype=np.float64, na_value=np.nan)
+            same = np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            same = ((a == b) | (a.isna() & b.isna())).to_numpy(dtype=bool)
+        out[column] = ~same
+    return pd.DataFrame(out, index=full.index)
+
+
+def _leak_rows(
+    kind: str, full: pd.DataFrame, part: pd.DataFrame, cut: pd.Timestamp, rtol: float, atol: float
+) -> pd.DataFrame:
+    changed = _changed(full, part, rtol, atol)
+    hits = changed.stack(future_stack=True)
+    hits = hits[hits.to_numpy(dtype=bool)]
+    if hits.empty:
+        return pd.DataFrame(columns=LEAK_COLUMNS)
+    keys = hits.index.to_frame(index=False, name=["timestamp", "symbol", "column"])
+    grouped = keys.groupby(["column", "symbol"], sort=False)["timestamp"]
+    rows = grouped.agg(first_timestamp="min", n_changed="size").reset_index()
+    at = list(zip(rows["first_timestamp"], rows["symbol"], strict=True))
+    rows["full_value"] = [full.at[k, c] for k, c in zip(at, rows["column"], strict=True)]
+    part = part.reindex(index=full.index, columns=full.columns)
+    rows["truncated_value"] = [part.at[k, c] for k, c in zip(at, rows["column"], strict=True)]
+    rows["kind"], rows["cut"] = kind, cut
+    return rows[LEAK_COLUMNS]
+
+
+def _choose_cuts(stamps: pd.DatetimeIndex, n: int, seed: int) -> list[pd.Timestamp]:
+    """``n`` distinct random cut timestamps, past the first 20% and before the last bar."""
+    unique = stamps.unique().sort_values()
+    lo, hi = int(0.2 * len(unique)), len(unique) - 1
+    if n < 1 or hi - lo < 1:
+        raise ValueError(
+            f"leakage audit needs at least one cut inside the data: {len(unique)} timestamps "
+            f"and --cuts {n} — use more data (data.start/data.end) or --cuts >= 1"
+        )
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(np.arange(lo, hi), size=min(n, hi - lo), replace=False)
+    return [unique[i] for i in np.sort(picked)]
+
+
+# --------------------------------------------------------------------------------------
+# Targets and windows
+# --------------------------------------------------------------------------------------
+
+
+def _reference_targets(panel: pd.DataFrame, horizon: int) -> np.ndarray:
+    """``[N, H]`` forward simple returns on each symbol's own bars, panel row order."""
+    close = panel["close"].astype("float64")
+    grouped = close.groupby(level="symbol", sort=False)
+    return np.column_stack(
+        [(grouped.shift(-h) / grouped.shift(1 - h) - 1.0).to_numpy() for h in range(1, horizon + 1)]
+    )
+
+
+def _target_leak(column: str, symbol: str, stamp: pd.Timestamp, n: int, a, b) -> dict:
+    return dict(
+        kind="target",
+        column=column,
+        symbol=symbol,
+        first_timestamp=stamp,
+        cut=pd.NaT,
+        n_changed=n,
+        full_value=a,
+        truncated_value=b,
+    )
+
+
+def check_targets(panel: pd.DataFrame, window: int, horizon: int, *, seed: int = 0) -> pd.DataFrame:
+    """Targets must be forward returns t+1..t+H and windows must end at t (see module doc).
+
+    ``panel``: (timestamp, symbol)-indexed with ``close``. Returns leak rows
+    (:data:`LEAK_COLUMNS`, kind ``target``); empty when the alignment is right.
+    """
+    tensors = MarketTensors.from_panel(panel[["close"]], ["close"], horizon=horizon)
+    t_idx = tensors.timestamps.get_indexer(panel.index.get_level_values("timestamp"))
+    s_idx = pd.Index(tensors.symbols).get_indexer(panel.index.get_level_values("symbol"))
+    expected = _reference_targets(panel, horizon)  # (N, H)
+    got = np.where(tensors.target_mask[t_idx, s_idx], tensors.targets[t_idx, s_idx], np.nan)
+    bad = ~np.isclose(got, expected, rtol=1e-5, atol=1e-7, equal_nan=True)  # float32 targets
+    rows = []
+    for h in np.flatnonzero(bad.any(axis=0)):
+        first = np.flatnonzero(bad[:, h])
+        ts, sym = panel.index[first[0]]
+        rows.append(
+            _target_leak(
+                f"target_h{h + 1}", sym, ts, len(first), expected[first[0], h], got[first[0], h]
+            )
+        )
+
+    dataset = SlidingWindowDataset(tensors, window, horizon, normalise="none")
+    if len(dataset):
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(dataset), min(len(dataset), _TARGET_SAMPLE), replace=False))
+        t, s = dataset.item_keys(pick)
+        reads = dataset.input_rows(t, s)  # (B, W)
+        first_target = tensors.forward_row(1)[t, s]  # (B,)
+        wrong = (reads.max(axis=1) != t) | (reads.min(axis=1) < t - window + 1)
+        wrong |= first_target <= reads.max(axis=1)
+        y = dataset.batch(pick)["y"].numpy()  # (B, H)
+        ref = tensors.targets[t, s, :horizon]
+        wrong |= ~np.isclose(y, np.nan_to_num(ref), rtol=1e-6, atol=1e-8).all(axis=1)
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            rows.append(
+                _target_leak(
+                    f"window_{window}",
+                    tensors.symbols[s[i]],
+                    tensors.timestamps[t[i]],
+                    int(wrong.sum()),
+                    f"reads rows {reads[i, 0]}..{reads[i, -1]}",
+                    f"first target row {first_target[i]}",
+                )
+            )
+    return pd.DataFrame(rows, columns=LEAK_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------
+# The audit
+# --------------------------------------------------------------------------------------
+
+
+def _truncate(panel: pd.DataFrame, cut: pd.Timestamp | None) -> pd.DataFrame:
+    return panel if cut is None else panel.loc[:cut]
+
+
+def audit_panel(
+    panel: pd.DataFrame,
+    *,
+    pipeline: FeaturePipeline | None = None,
+    alternative: tuple[AlternativeDataConnector, Mapping[str, pd.DataFrame]] | None = None,
+    regimes: RegimeConfig | None = None,
+    sectors: Mapping[str, str] | pd.Series | None = None,
+    cross_asset: CrossAssetConfig | None = None,
+    window: int = 128,
+    horizon: int = 5,
+    cuts: int = 5,
+    seed: int = 0,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+    on_cut: Callable[[int, int], None] | None = None,
+) -> AuditReport:
+    """Audit an in-memory panel (see the module doc); each part is optional.
+
+    ``alternative`` is a connector and its loaded side tables (``connector.load``);
+    features are computed on the panel with the alternative columns joined, as
+    ``plus-ultra features compute`` does. ``on_cut(done, total)`` reports progress.
+    """
+    frames = dict(alternative[1]) if alternative else {}
+    connector = alternative[0] if alternative else None
+    notes: list[str] = []
+
+    def joined(cut: pd.Timestamp | None) -> pd.DataFrame:
+        base = _truncate(panel, cut)
+        if connector is None or not frames:
+            return base
+        side = {k: v if cut is None else v[v["timestamp"] <= cut] for k, v in frames.items()}
+        return connector.join_frames(base, side)
+
+    checks: dict[str, Compute] = {}
+    if connector is not None and frames:
+        alt_columns = [c.feature for c in connector.resolve(frames)]
+        checks["alternative"] = lambda cut: joined(cut)[alt_columns]
+    if pipeline is not None:
+        checks["feature"] = lambda cut: pipeline.transform_panel(joined(cut)).reindex(
+            columns=pipeline.output_names
+        )
+    if regimes is not None:
+        if "sector_rotation" in regimes.labellers and (sectors is None or len(sectors) == 0):
+            kept = [n for n in regimes.labellers if n != "sector_rotation"]
+            regimes = regimes.model_copy(update={"labellers": kept})
+            notes.append("sector_rotation not audited: assets.sector is empty")
+        if regimes.labellers:
+            cfg = regimes
+            checks["regime"] = lambda cut: regime_labels(_truncate(panel, cut), cfg, sectors)
+    if cross_asset is not None and cross_asset.columns:
+        try:
+            cross_asset_view(panel, cross_asset)
+            checks["cross_asset"] = lambda cut: (
+                cross_asset_view(_truncate(panel, cut), cross_asset).values
+            )
+        except CalendarMismatchError as err:
+            notes.append(f"cross-asset view not audited: {err}")
+
+    chosen = _choose_cuts(panel.index.get_level_values("timestamp"), cuts, seed)
+    full = {kind: compute(None) for kind, compute in checks.items()}
+    if pipeline is not None:
+        report = pipeline.last_report  # of the full computation: skipped features drop out
+        full["feature"] = full["feature"][report.computed]
+        notes += [f"feature {name} not audited: {why}" for name, why in report.skipped.items()]
+    parts = [check_targets(panel, window, horizon, seed=seed)]
+    for done, cut in enumerate(chosen, start=1):
+        for kind, compute in checks.items():
+            before = full[kind].loc[:cut]
+            parts.append(_leak_rows(kind, before, compute(cut), cut, rtol, atol))
+        if on_cut is not None:
+            on_cut(done, len(chosen))
+    leaks = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
+    if not leaks.empty:
+        leaks = (
+            leaks.sort_values(["kind", "column", "symbol", "first_timestamp"], kind="stable")
+            .drop_duplicates(["kind", "column", "symbol"])
+            .reset_index(drop=True)
+        )
+    return AuditReport(
+        leaks=leaks,
+        cuts=chosen,
+        checked={k: [str(c) for c in v.columns] for k, v in full.items()},
+        notes=notes,
+        window=window,
+        horizon=horizon,
+    )
+
+
+def audit_leakage(
+    data: DataConfig,
+    features: FeaturesConfig | None = None,
+    *,
+    window: int = 128,
+    horizon: int = 5,
+    cuts: int = 5,
+    seed: int = 0,
+    registry: FeatureRegistry | None = None,
+    extra_features: Sequence[str] = (),
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+    on_cut: Callable[[int, int], None] | None = None,
+) -> AuditReport:
+    """Audit the database ``data.sqlite_path``: features, regimes, views, alt data, targets.
+
+    Reads the panel ``data`` describes, its alternative data (``data.alternative_data``),
+    the sectors for regime labels (``data.regimes``) and the view ``data.cross_asset``
+    (when it names columns); computes the features ``features`` selects from
+    ``registry`` (the global registry by default, so custom features are included),
+    plus ``extra_features`` (names; e.g. every feature a ``--plugin`` registered).
+    """
+    db = Path(data.sqlite_path)
+    panel = read_panel(
+        db,
+        data.symbols,
+        data.start,
+        data.end,
+        include_indicators=data.include_indicators,
+        cache=data.cache,
+        cache_dir=data.cache_dir,
+        threads=data.read_threads,
+    )
+    connector = AlternativeDataConnector(data.alternative_data)
+    symbols = list(pd.unique(panel.index.get_level_values("symbol").astype(str)))
+    frames = connector.load(db, symbols) if connector.specs else {}
+    features = features or FeaturesConfig()
+    pipeline = FeaturePipeline.from_config(features, registry)
+    if extra_features:
+        names = list(dict.fromkeys([*pipeline.output_names, *extra_features]))
+        update = {"names": names, "tags": None}
+        pipeline = FeaturePipeline.from_config(features.model_copy(update=update), registry)
+    sectors = read_sectors(db)
+    return audit_panel(
+        panel,
+        pipeline=pipeline,
+        alternative=(connector, frames),
+        regimes=data.regimes,
+        sectors=sectors[sectors.index.isin(symbols)],
+        cross_asset=data.cross_asset,
+        window=window,
+        horizon=horizon,
+        cuts=cuts,
+        seed=seed,
+        rtol=rtol,
+        atol=atol,
+        on_cut=on_cut,
+    )
