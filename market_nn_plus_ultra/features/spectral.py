@@ -44,8 +44,11 @@ def band_bins(window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tags=("spectral",),
 )
 def fft_energy(close: np.ndarray, *, window: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Share of the spectral energy of the last ``window`` log returns in the low, mid and
-    high frequency bands (cycles of ≥ 6 bars, 3–6 bars, < 3 bars); see the module doc."""
+    """Share of the FFT power of the last ``window`` log returns in low, mid and high bands.
+
+    The bands hold cycles of 6 bars or longer, 3–6 bars and under 3 bars; the three
+    shares sum to 1 (see the module doc).
+    """
     if window < 6:
         raise ValueError(f"fft_energy: window must be at least 6 bars, got {window}")
     n = len(close)

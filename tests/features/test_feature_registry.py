@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,11 @@ def test_docs_list_every_feature_with_dependencies_and_warmup(tmp_path):
     assert "| `atr_14` | technical, volatility | high, low, close | 14 | period=14 |" in text
     path = write_feature_docs(tmp_path / "docs" / "generated.md")
     assert path.read_text(encoding="utf-8") == text
+
+
+def test_committed_reference_is_up_to_date():
+    committed = Path(__file__).resolve().parents[2] / "docs" / "generated_features.md"
+    assert committed.read_text(encoding="utf-8") == features_markdown(), (
+        "docs/generated_features.md is stale — run "
+        "`plus-ultra features docs --output docs/generated_features.md`"
+    )
