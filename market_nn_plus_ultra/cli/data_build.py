@@ -100,8 +100,8 @@ def build_command(
         str | None,
         typer.Option(
             "--regime-bands",
-            help="Quantile cut points, comma-separated (k cuts → k+1 labels) [config: "
-            "data.regimes.bands, default 0.33,0.66].",
+            help="Quantile cut points, comma-separated: k cuts give k+1 labels "
+            "(config data.regimes.bands, default 0.33,0.66).",
         ),
     ] = None,
     cross_asset: Annotated[
@@ -113,7 +113,7 @@ def build_command(
         typer.Option(
             "--cross-asset-columns",
             help="Context columns, comma-separated SYMBOL:column, e.g. SPY:close,QQQ:close "
-            "[config: data.cross_asset.columns].",
+            "(config data.cross_asset.columns).",
         ),
     ] = None,
     fill_limit: Annotated[
@@ -132,7 +132,17 @@ def build_command(
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
-    """Validate DB, then write regime labels and/or a cross-asset view into it (idempotent)."""
+    """Validate DB, then write regime labels and/or a cross-asset view into it.
+
+    Everything is written in one transaction and replaces what an earlier build wrote for
+    the same labellers / view, so building twice gives identical tables. With --output
+    the source is copied first and left untouched. With --strict-validation any
+    validation failure halts before anything is written; otherwise failing bars are
+    dropped and counted.
+
+    Example: plus-ultra data build data/market.db --regime-labels --cross-asset-view
+    --cross-asset-columns SPY:close,QQQ:close --output data/built.db
+    """
     from ..data.build import BUILD_STEPS, build_database
     from ..data.validation_report import DataValidationError
 
