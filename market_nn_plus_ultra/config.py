@@ -658,6 +658,117 @@ class PretrainingConfig(_Section):
     progress_bar: bool = Field(True, description="Show a progress bar while pretraining.")
 
 
+BaselineName = Literal["buy_and_hold", "momentum", "mean_reversion", "ridge", "lightgbm"]
+#: Every baseline, in the order the reports list them.
+BASELINE_NAMES: tuple[BaselineName, ...] = (
+    "buy_and_hold",
+    "momentum",
+    "mean_reversion",
+    "ridge",
+    "lightgbm",
+)
+
+
+class EvaluationConfig(_Section):
+    """Backtest costs, baselines, walk-forward folds and bootstrap intervals (docs/evaluation.md)."""
+
+    cost_bps: float = Field(
+        5.0, ge=0, description="Proportional cost in basis points per unit of |Δposition|."
+    )
+    baselines: list[BaselineName] = Field(
+        default_factory=lambda: list(BASELINE_NAMES),
+        description="Baselines run beside the model on the same splits and costs.",
+    )
+    momentum_lookback: int = Field(
+        20, ge=1, description="momentum: position = sign of the past L-bar return."
+    )
+    mean_reversion_window: int = Field(
+        20, ge=2, description="mean_reversion: bars of the rolling mean and std of the close."
+    )
+    baseline_features: list[str] | None = Field(
+        None, description="Features of the ridge/lightgbm baselines; null = the default set."
+    )
+    ridge_alpha: float = Field(1.0, gt=0, description="ridge: L2 penalty of the regression.")
+    lightgbm_estimators: int = Field(
+        100, ge=1, description="lightgbm: boosting rounds of the gradient-boosted trees."
+    )
+    lightgbm_learning_rate: float = Field(
+        0.05, gt=0, description="lightgbm: shrinkage of each boosting round."
+    )
+    lightgbm_leaves: int = Field(15, ge=2, description="lightgbm: leaves per tree.")
+    forecast_scale: float = Field(
+        1.0,
+        gt=0,
+        description="ML baselines: position = clip(forecast / (scale × std of train forecasts)).",
+    )
+    train_window: int = Field(
+        252, ge=1, description="Walk-forward: bars in each fold's training window."
+    )
+    test_window: int = Field(63, ge=1, description="Walk-forward: bars in each fold's test window.")
+    step: int | None = Field(
+        None, ge=1, description="Walk-forward: bars between fold starts; null = test_window."
+    )
+    embargo: int = Field(
+        1, ge=0, description="Walk-forward: bars skipped between training and test windows."
+    )
+    expanding: bool = Field(
+        False, description="Walk-forward: training windows grow from the first bar."
+    )
+    regime_column: str | None = Field(
+        "regime", description="Predictions column of regime labels for per-regime metrics."
+    )
+    bootstrap_reps: int = Field(
+        1000, ge=10, description="Stationary-bootstrap replications for confidence intervals."
+    )
+    bootstrap_level: float = Field(
+        0.95, gt=0, lt=1, description="Confidence level of the percentile intervals."
+    )
+    bootstrap_block: float | None = Field(
+        None, gt=0, description="Mean block length in bars; null = Politis–White optimal."
+    )
+    bootstrap_seed: int = Field(0, ge=0, description="Seed of the bootstrap resamples.")
+
+
+class GuardrailsConfig(_Section):
+    """Risk limits applied to target positions before they trade (docs/evaluation.md)."""
+
+    max_position: float | None = Field(
+        1.0, gt=0, description="Cap on |position| of any one symbol; null = no cap."
+    )
+    max_gross: float | None = Field(
+        None, gt=0, description="Cap on mean |position| across symbols at a bar; null = no cap."
+    )
+    max_net: float | None = Field(
+        None, gt=0, description="Cap on |mean position| across symbols at a bar; null = no cap."
+    )
+    max_turnover: float | None = Field(
+        None, gt=0, description="Cap on mean |Δposition| across symbols per bar; null = no cap."
+    )
+    max_sector_gross: float | None = Field(
+        None, gt=0, description="Cap on a sector's share of gross exposure; null = no cap."
+    )
+    sector_caps: dict[str, float] = Field(
+        default_factory=dict, description="Per-sector gross caps overriding max_sector_gross."
+    )
+    cvar_limit: float | None = Field(
+        None, gt=0, description="De-risk when the rolling CVaR loss per bar exceeds this."
+    )
+    cvar_window: int = Field(63, ge=5, description="Bars of past strategy returns in the CVaR.")
+    cvar_alpha: float = Field(0.05, gt=0, lt=1, description="Tail share averaged by the CVaR.")
+    cvar_derisk: float = Field(
+        0.5, ge=0, le=1, description="Position multiplier while the CVaR limit is breached."
+    )
+    drawdown_stop: float | None = Field(
+        None, gt=0, lt=1, description="Flatten when the strategy's drawdown exceeds this."
+    )
+    drawdown_resume: float = Field(
+        0.0, ge=0, lt=1, description="Resume once the drawdown is back above -this (0 = new peak)."
+    )
+    drawdown_stop_bars: int | None = Field(
+        None, ge=1, description="Stay flat exactly this many bars instead of until recovery."
+    )
+
+
 class Config(_Section):
     """The whole configuration tree. Each section belongs to one layer of the package."""
 
@@ -680,6 +791,12 @@ class Config(_Section):
     )
     pretraining: PretrainingConfig = Field(
         default_factory=PretrainingConfig, description="Self-supervised backbone pretraining."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Costs, baselines, walk-forward, bootstrap."
+    )
+    guardrails: GuardrailsConfig = Field(
+        default_factory=GuardrailsConfig, description="Risk limits on target positions."
     )
 
 
