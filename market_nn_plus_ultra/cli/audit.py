@@ -82,6 +82,8 @@ def audit(
                 cfg.features,
                 window=cfg.windows.window,
                 horizon=cfg.windows.horizon,
+                target=cfg.windows.target,
+                calendar=cfg.windows.calendar,
                 cuts=cuts,
                 seed=seed,
                 extra_features=custom,

@@ -143,13 +143,13 @@ def _choose_cuts(stamps: pd.DatetimeIndex, n: int, seed: int) -> list[pd.Timesta
 # --------------------------------------------------------------------------------------
 
 
-def _reference_targets(panel: pd.DataFrame, horizon: int) -> np.ndarray:
-    """``[N, H]`` forward simple returns on each symbol's own bars, panel row order."""
+def _reference_targets(panel: pd.DataFrame, horizon: int, target: str) -> np.ndarray:
+    """``[N, H]`` forward simple (or log) returns on each symbol's own bars, panel order."""
     close = panel["close"].astype("float64")
     grouped = close.groupby(level="symbol", sort=False)
-    return np.column_stack(
-        [(grouped.shift(-h) / grouped.shift(1 - h) - 1.0).to_numpy() for h in range(1, horizon + 1)]
-    )
+    ratios = [(grouped.shift(-h) / grouped.shift(1 - h)).to_numpy() for h in range(1, horizon + 1)]
+    ratio = np.column_stack(ratios)  # (N, H)
+    return np.log(ratio) if target == "log_return" else ratio - 1.0
 
 
 def _target_leak(column: str, symbol: str, stamp: pd.Timestamp, n: int, a, b) -> dict:
@@ -165,16 +165,25 @@ def _target_leak(column: str, symbol: str, stamp: pd.Timestamp, n: int, a, b) ->
     )
 
 
-def check_targets(panel: pd.DataFrame, window: int, horizon: int, *, seed: int = 0) -> pd.DataFrame:
+def check_targets(
+    panel: pd.DataFrame,
+    window: int,
+    horizon: int,
+    *,
+    target: str = "simple_return",
+    calendar: str = "union",
+    seed: int = 0,
+) -> pd.DataFrame:
     """Targets must be forward returns t+1..t+H and windows must end at t (see module doc).
 
-    ``panel``: (timestamp, symbol)-indexed with ``close``. Returns leak rows
-    (:data:`LEAK_COLUMNS`, kind ``target``); empty when the alignment is right.
+    ``panel``: (timestamp, symbol)-indexed with ``close``; ``target`` and ``calendar`` as
+    in ``windows`` config (``own``: a window reads the symbol's last ``W`` bars). Returns
+    leak rows (:data:`LEAK_COLUMNS`, kind ``target``); empty when the alignment is right.
     """
-    tensors = MarketTensors.from_panel(panel[["close"]], ["close"], horizon=horizon)
+    tensors = MarketTensors.from_panel(panel[["close"]], ["close"], horizon=horizon, target=target)
     t_idx = tensors.timestamps.get_indexer(panel.index.get_level_values("timestamp"))
     s_idx = pd.Index(tensors.symbols).get_indexer(panel.index.get_level_values("symbol"))
-    expected = _reference_targets(panel, horizon)  # (N, H)
+    expected = _reference_targets(panel, horizon, target)  # (N, H)
     got = np.where(tensors.target_mask[t_idx, s_idx], tensors.targets[t_idx, s_idx], np.nan)
     bad = ~np.isclose(got, expected, rtol=1e-5, atol=1e-7, equal_nan=True)  # float32 targets
     rows = []
@@ -187,14 +196,19 @@ def check_targets(panel: pd.DataFrame, window: int, horizon: int, *, seed: int =
             )
         )
 
-    dataset = SlidingWindowDataset(tensors, window, horizon, normalise="none")
+    dataset = SlidingWindowDataset(tensors, window, horizon, normalise="none", calendar=calendar)
     if len(dataset):
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(dataset), min(len(dataset), _TARGET_SAMPLE), replace=False))
         t, s = dataset.item_keys(pick)
         reads = dataset.input_rows(t, s)  # (B, W)
         first_target = tensors.forward_row(1)[t, s]  # (B,)
-        wrong = (reads.max(axis=1) != t) | (reads.min(axis=1) < t - window + 1)
+        if calendar == "union":
+            wrong = reads.min(axis=1) < t - window + 1
+        else:  # the symbol's own bars: strictly increasing rows, each a bar of the symbol
+            wrong = ~(np.diff(reads, axis=1) > 0).all(axis=1)
+            wrong |= ~tensors.present[reads, s[:, None]].all(axis=1)
+        wrong |= reads.max(axis=1) != t
         wrong |= first_target <= reads.max(axis=1)
         y = dataset.batch(pick)["y"].numpy()  # (B, H)
         ref = tensors.targets[t, s, :horizon]
@@ -233,6 +247,8 @@ def audit_panel(
     cross_asset: CrossAssetConfig | None = None,
     window: int = 128,
     horizon: int = 5,
+    target: str = "simple_return",
+    calendar: str = "union",
     cuts: int = 5,
     seed: int = 0,
     rtol: float = 1e-9,
@@ -243,7 +259,9 @@ def audit_panel(
 
     ``alternative`` is a connector and its loaded side tables (``connector.load``);
     features are computed on the panel with the alternative columns joined, as
-    ``plus-ultra features compute`` does. ``on_cut(done, total)`` reports progress.
+    ``plus-ultra features compute`` does. ``window``, ``horizon``, ``target`` and
+    ``calendar`` are those of the ``windows`` config. ``on_cut(done, total)`` reports
+    progress.
     """
     frames = dict(alternative[1]) if alternative else {}
     connector = alternative[0] if alternative else None
@@ -287,7 +305,7 @@ def audit_panel(
         report = pipeline.last_report  # of the full computation: skipped features drop out
         full["feature"] = full["feature"][report.computed]
         notes += [f"feature {name} not audited: {why}" for name, why in report.skipped.items()]
-    parts = [check_targets(panel, window, horizon, seed=seed)]
+    parts = [check_targets(panel, window, horizon, target=target, calendar=calendar, seed=seed)]
     for done, cut in enumerate(chosen, start=1):
         for kind, compute in checks.items():
             before = full[kind].loc[:cut]
@@ -317,6 +335,8 @@ def audit_leakage(
     *,
     window: int = 128,
     horizon: int = 5,
+    target: str = "simple_return",
+    calendar: str = "union",
     cuts: int = 5,
     seed: int = 0,
     registry: FeatureRegistry | None = None,
@@ -363,6 +383,8 @@ def audit_leakage(
         cross_asset=data.cross_asset,
         window=window,
         horizon=horizon,
+        target=target,
+        calendar=calendar,
         cuts=cuts,
         seed=seed,
         rtol=rtol,

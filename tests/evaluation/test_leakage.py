@@ -159,6 +159,8 @@ def test_alternative_join_leak_is_caught(db, monkeypatch):
 def test_targets_checked_against_forward_returns(db, monkeypatch):
     panel = read_panel(db, cache=False)
     assert check_targets(panel, window=10, horizon=4).empty
+    # Equities skip weekends that crypto trades: "own" windows read each symbol's bars.
+    assert check_targets(panel, window=10, horizon=4, target="log_return", calendar="own").empty
 
     build = MarketTensors.from_panel
 
@@ -171,6 +173,20 @@ def test_targets_checked_against_forward_returns(db, monkeypatch):
     leaks = check_targets(panel, window=10, horizon=2)
     assert {"target_h1", "target_h2"} <= set(leaks["column"])
     assert (leaks["kind"] == "target").all()
+
+
+@pytest.mark.parametrize("calendar", ["union", "own"])
+def test_windows_reading_the_next_bar_are_caught(db, monkeypatch, calendar):
+    panel = read_panel(db, cache=False)
+    reads = leakage.SlidingWindowDataset.input_rows
+
+    def one_ahead(self, t, s):
+        return reads(self, np.minimum(t + 1, len(self.tensors.timestamps) - 1), s)
+
+    monkeypatch.setattr(leakage.SlidingWindowDataset, "input_rows", one_ahead)
+    leaks = check_targets(panel, window=6, horizon=2, calendar=calendar)
+    assert list(leaks["column"]) == ["window_6"]
+    assert leaks["n_changed"].iloc[0] > 0
 
 
 def test_cli_exit_codes(db):
