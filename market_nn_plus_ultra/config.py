@@ -32,6 +32,7 @@ __all__ = [
     "ModelConfig",
     "PretrainingConfig",
     "RegimeConfig",
+    "SimulationConfig",
     "TrackingConfig",
     "TrainingConfig",
     "WindowsConfig",
@@ -769,6 +770,110 @@ class GuardrailsConfig(_Section):
     )
 
 
+class SimulationConfig(_Section):
+    """Execution simulator: costs, spread, impact, fills, latency, funding, limits, stress."""
+
+    enabled: bool = Field(
+        False, description="Backtest through the execution simulator, not the plain convention."
+    )
+    cost_bps: float = Field(
+        5.0, ge=0, description="Commission in basis points per unit of |fill| (position units)."
+    )
+    fixed_cost: float = Field(
+        0.0, ge=0, description="Fixed charge in account currency for every non-zero fill."
+    )
+    capital: float = Field(
+        1_000_000.0, gt=0, description="Account capital in currency, split equally over symbols."
+    )
+    half_spread_bps: float = Field(
+        0.0, ge=0, description="Half the quoted spread in basis points, paid per unit traded."
+    )
+    spread_vol_mult: float = Field(
+        0.0, ge=0, description="Extra half-spread per unit traded, as a multiple of bar volatility."
+    )
+    impact_coef: float = Field(
+        0.0,
+        ge=0,
+        description="Square-root impact: cost per unit traded = coef·σ·sqrt(notional/ADV).",
+    )
+    participation_cap: float | None = Field(
+        None, gt=0, description="Max share of a bar's dollar volume filled; the rest carries over."
+    )
+    latency_bars: list[int] = Field(
+        default_factory=lambda: [0], description="Bars between a decision and its fill (buckets)."
+    )
+    latency_probs: list[float] | None = Field(
+        None, description="Probability of each latency bucket; null = all equally likely."
+    )
+    borrow_bps: float = Field(
+        0.0, ge=0, description="Annual borrow cost in bps on short exposure, charged every bar."
+    )
+    leverage_funding_bps: float = Field(
+        0.0, ge=0, description="Annual financing in bps on |position| above 1 (levered part)."
+    )
+    funding_column: str = Field(
+        "funding_rate", description="Predictions column of per-bar funding paid by longs, if any."
+    )
+    volume_column: str = Field(
+        "dollar_volume", description="Predictions column of each bar's traded value in currency."
+    )
+    volatility_column: str = Field(
+        "volatility", description="Predictions column of per-bar return volatility, if any."
+    )
+    vol_window: int = Field(
+        20, ge=2, description="Bars of past realised returns in σ when no volatility column."
+    )
+    adv_window: int = Field(20, ge=1, description="Bars of past dollar volume averaged into ADV.")
+    max_position: float | None = Field(
+        None, gt=0, description="Cap on |target position| of any one symbol; null = no cap."
+    )
+    max_gross: float | None = Field(
+        None, gt=0, description="Cap on gross leverage sum|target| / symbols; null = no cap."
+    )
+    device: str = Field("cpu", description="Torch device of the simulation: cpu, cuda, cuda:1.")
+    seed: int = Field(0, ge=0, description="Seed of latency draws and stress scenarios.")
+    scenarios: int = Field(0, ge=0, description="Stress scenarios to simulate (0 = none).")
+    scenario_resample: bool = Field(
+        True, description="Stress paths resample bars in stationary blocks (false = history)."
+    )
+    scenario_block: float | None = Field(
+        None, gt=0, description="Mean block length in bars; null = Politis-White optimal."
+    )
+    scenario_vol_scale: float = Field(
+        1.0, gt=0, description="Stress paths multiply every realised return by this factor."
+    )
+    scenario_crash: float | None = Field(
+        None, gt=-1, lt=0, description="Inject one bar per path where every symbol loses this."
+    )
+    scenario_chunk: int = Field(
+        128, ge=1, description="Scenarios simulated together (bounds memory)."
+    )
+    percentiles: list[float] = Field(
+        default_factory=lambda: [5.0, 50.0, 95.0],
+        description="Percentiles of the scenario metrics that are reported.",
+    )
+
+    @model_validator(mode="after")
+    def _check_latency(self) -> SimulationConfig:
+        if not self.latency_bars or min(self.latency_bars) < 0:
+            raise ValueError(
+                f"simulation.latency_bars must be non-empty bar counts >= 0, got {self.latency_bars}"
+            )
+        probs = self.latency_probs
+        if probs is not None and (
+            len(probs) != len(self.latency_bars) or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-9
+        ):
+            raise ValueError(
+                f"simulation.latency_probs {probs} must have one probability >= 0 per "
+                f"latency_bars bucket {self.latency_bars} and sum to 1"
+            )
+        if any(not 0 < q < 100 for q in self.percentiles):
+            raise ValueError(
+                f"simulation.percentiles must lie strictly between 0 and 100, got {self.percentiles}"
+            )
+        return self
+
+
 class Config(_Section):
     """The whole configuration tree. Each section belongs to one layer of the package."""
 
@@ -797,6 +902,9 @@ class Config(_Section):
     )
     guardrails: GuardrailsConfig = Field(
         default_factory=GuardrailsConfig, description="Risk limits on target positions."
+    )
+    simulation: SimulationConfig = Field(
+        default_factory=SimulationConfig, description="Execution simulator and stress scenarios."
     )
 
 
