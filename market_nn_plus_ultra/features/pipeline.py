@@ -52,12 +52,21 @@ class _Blocks:
     bounds: np.ndarray  # (S + 1,) block start offsets, last = n rows
     symbols: list[str]
     timestamps: np.ndarray  # int64 ns UTC, symbol-major
+    # (T, S) when the panel is a full time-major grid (every symbol at every timestamp, in
+    # symbol order): reordering is then a transpose, far cheaper than a fancy-index gather.
+    grid: tuple[int, int] | None = None
 
     def gather(self, values: np.ndarray) -> np.ndarray:
+        """Panel-order (n,) → symbol-major (n,), contiguous."""
+        if self.grid is not None:
+            return values.reshape(self.grid).T.ravel()
         return values if self.order is None else values[self.order]
 
     def scatter(self, values: np.ndarray, out: np.ndarray) -> None:
-        if self.order is None:
+        """Symbol-major (n,) → panel-order ``out`` (n,)."""
+        if self.grid is not None:
+            out.reshape(self.grid)[...] = values.reshape(self.grid[::-1]).T
+        elif self.order is None:
             out[:] = values
         else:
             out[self.order] = values
@@ -82,6 +91,19 @@ def _timestamps_ns(level: pd.Index) -> np.ndarray:
     return stamps.tz_convert("UTC").as_unit("ns").asi8
 
 
+def _grid(codes: np.ndarray, stamps: np.ndarray, n_symbols: int) -> tuple[int, int] | None:
+    """(T, S) when rows run time-major over all ``S`` symbols with rising timestamps."""
+    n = len(codes)
+    if n == 0 or n % n_symbols:
+        return None
+    shape = (n // n_symbols, n_symbols)
+    if not (codes.reshape(shape) == np.arange(n_symbols, dtype=codes.dtype)).all():
+        return None
+    if shape[0] > 1 and not (np.diff(stamps.reshape(shape), axis=0) > 0).all():
+        return None
+    return shape
+
+
 def _blocks(panel: pd.DataFrame) -> _Blocks:
     """Symbol-major order of the panel's rows, checked for duplicate or unsorted bars."""
     ts_pos, sym_pos = _check_panel(panel)
@@ -90,9 +112,20 @@ def _blocks(panel: pd.DataFrame) -> _Blocks:
     if len(codes) and codes.min() < 0:
         raise FeatureError("panel index: some rows have no symbol (NaN) — drop them first")
     stamps = _timestamps_ns(index.levels[ts_pos])[np.asarray(index.codes[ts_pos])]
+    levels = index.levels[sym_pos]
+    # The common case, every symbol at every bar: a (T, S) grid, reordered by transposing.
+    if len(levels) and (grid := _grid(codes, stamps, len(levels))) is not None:
+        length = grid[0]
+        return _Blocks(
+            order=None,
+            bounds=np.arange(grid[1] + 1) * length,
+            symbols=[str(s) for s in levels],
+            timestamps=stamps.reshape(grid).T.ravel(),
+            grid=grid,
+        )
     # A stable sort on the symbol code alone keeps each symbol's rows in panel (time) order;
     # small integer codes sort by radix in numpy.
-    small = codes.astype(np.int16) if len(index.levels[sym_pos]) < 2**15 else codes
+    small = codes.astype(np.int16) if len(levels) < 2**15 else codes
     order = np.argsort(small, kind="stable")
     sorted_codes = codes[order]
     sorted_ts = stamps[order]
@@ -101,21 +134,22 @@ def _blocks(panel: pd.DataFrame) -> _Blocks:
     if (steps[same] <= 0).any():
         order = np.lexsort((stamps, codes))
         sorted_codes, sorted_ts = codes[order], stamps[order]
-        dup = (np.diff(sorted_ts) == 0) & (sorted_codes[1:] == sorted_codes[:-1])
+        same = sorted_codes[1:] == sorted_codes[:-1]
+        dup = (np.diff(sorted_ts) == 0) & same
         if dup.any():
             i = int(np.argmax(dup))
-            symbol = index.levels[sym_pos][sorted_codes[i]]
+            symbol = levels[sorted_codes[i]]
             raise FeatureError(
                 f"panel: duplicate bar for {symbol} at {pd.Timestamp(sorted_ts[i], tz='UTC')} — "
                 "each (timestamp, symbol) must appear once; drop duplicates first"
             )
-    present, starts = np.unique(sorted_codes, return_index=True)
+    starts = np.flatnonzero(np.r_[True, ~same]) if len(codes) else np.array([], dtype=np.int64)
     bounds = np.append(starts, len(codes))
     identity = bool(len(order) == 0 or (np.diff(order) == 1).all())
     return _Blocks(
         order=None if identity else order,
         bounds=bounds,
-        symbols=[str(s) for s in index.levels[sym_pos][present]],
+        symbols=[str(s) for s in levels[sorted_codes[starts]]],
         timestamps=sorted_ts,
     )
 
@@ -266,7 +300,7 @@ class FeaturePipeline:
             values = spec.compute([a[lo:hi] for a in arrays], params)
             for out, value in zip(outs, values, strict=True):
                 out[lo:hi] = value
-        if blocks.order is None:
+        if blocks.order is None and blocks.grid is None:
             return outs
         final = []
         for out in outs:

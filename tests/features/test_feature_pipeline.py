@@ -10,6 +10,7 @@ import pytest
 
 from market_nn_plus_ultra.config import FeaturesConfig
 from market_nn_plus_ultra.features import REGISTRY, FeatureError, FeaturePipeline
+from market_nn_plus_ultra.features.pipeline import _blocks
 from market_nn_plus_ultra.features.rolling import rolling_sum, seeded_ema
 from tests.features.feature_panels import ragged_panel
 
@@ -82,6 +83,28 @@ def test_unsorted_panel_gives_the_same_features(panel):
     a = FeaturePipeline(names=["rsi_14", "macd"]).transform_panel(panel)
     b = FeaturePipeline(names=["rsi_14", "macd"]).transform_panel(shuffled).loc[panel.index]
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_full_grid_fast_path_matches_the_general_reorder():
+    rng = np.random.default_rng(5)
+    stamps = pd.date_range("2024-01-01", periods=300, freq="h", tz="UTC")
+    index = pd.MultiIndex.from_product([stamps, ["A", "B", "C"]], names=["timestamp", "symbol"])
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, (300, 3)), axis=0)).ravel()
+    grid = pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close,
+         "volume": rng.uniform(1, 2, len(close))},
+        index=index,
+    )  # fmt: skip
+    assert _blocks(grid).grid == (300, 3)
+    shuffled = grid.sample(frac=1.0, random_state=1)
+    assert _blocks(shuffled).grid is None
+    fast = FeaturePipeline().transform_panel(grid)
+    general = FeaturePipeline().transform_panel(shuffled).loc[grid.index]
+    pd.testing.assert_frame_equal(fast, general, check_exact=True)
+    only_b = FeaturePipeline(names=["rsi_14"]).transform_panel(
+        grid.xs("B", level=1, drop_level=False)
+    )
+    np.testing.assert_array_equal(fast.xs("B", level=1)["rsi_14"], only_b["rsi_14"])
 
 
 def test_duplicate_bar_and_wrong_index_are_clear_errors(panel):
