@@ -16,6 +16,7 @@ or measured with :func:`measure_matmul_peak` on the same device and dtype.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ __all__ = [
     "StepTiming",
     "autocast_context",
     "measure_matmul_peak",
+    "model_loss",
     "profile_backbone",
     "resolve_device",
     "summarise",
@@ -121,6 +123,9 @@ class _CpuPeak:
     def __init__(self) -> None:
         self.process = psutil.Process()
         self.exact = False
+        with contextlib.suppress(OSError, AttributeError):
+            # hand freed heap back to the OS first, so reused pages do not hide growth
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         with contextlib.suppress(OSError):
             Path("/proc/self/clear_refs").write_text("5")
             self.exact = self._hwm() is not None
@@ -255,8 +260,9 @@ def with_peak(result: ProfileResult, peak_tflops: float) -> ProfileResult:
     return replace(result, peak_tflops=peak_tflops, mfu=result.achieved_tflops / peak_tflops)
 
 
-def _model_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """The head's own loss plus the backbone's auxiliary loss (MoE load balancing)."""
+def model_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Loss of a :class:`TradingModel` (or its compiled wrapper) on ``x (B, T, F)``,
+    ``y (B, H)``: the head's own loss plus the backbone's auxiliary (MoE) loss."""
     inner = getattr(model, "_orig_mod", model)  # a compiled wrapper keeps the module here
     output = model(x)
     return inner.head.loss(output, y) + inner.aux_loss
@@ -341,7 +347,7 @@ def profile_backbone(
 
     timing = time_training_step(
         build,
-        _model_loss,
+        model_loss,
         x,
         y,
         device=dev,
