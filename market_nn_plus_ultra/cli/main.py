@@ -13,6 +13,7 @@ from . import features as features_cmds
 from ._common import setup_logging
 from .audit import audit
 from .demo import demo
+from .report import report
 from .pretrain import pretrain
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.command("audit")(audit)
 app.add_typer(features_cmds.app, name="features")
 app.command("demo")(demo)
 app.add_typer(bench_cmds.app, name="bench")
+app.command("report")(report)
 app.command("pretrain")(pretrain)
 
 

@@ -1,0 +1,271 @@
+"""Reports a portfolio manager can read: the inputs as plain data, and the writer.
+
+:func:`build_report_data` computes everything a predictions frame alone gives (the
+model's backtest, the benchmark from ``benchmark_return``, a buy-and-hold baseline of the
+same symbols when no baselines are passed) and carries whatever else the caller has —
+baselines, walk-forward splits, bootstrap intervals, guardrail breaches, regimes,
+provenance, the resolved config. :func:`write_report` renders one self-contained HTML
+file (plotly inlined, works offline) and a Markdown file with PNG charts beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .backtest import BacktestResult, backtest, require_columns
+from .metrics import compute_metrics
+
+__all__ = [
+    "BENCHMARK_NAME",
+    "MODEL_NAME",
+    "ReportData",
+    "ReportPaths",
+    "build_report_data",
+    "write_report",
+]
+
+MODEL_NAME = "model"
+BENCHMARK_NAME = "benchmark"
+_INTERVAL_COLUMNS = ["metric", "strategy", "low", "point", "high", "level"]
+_BREACH_COLUMNS = ["timestamp", "symbol", "rule", "before", "after", "detail"]
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, as plain data (no rendering state).
+
+    ``benchmark``: per-timestamp simple return of the benchmark over (t, t+1], aligned
+    to ``model.returns``. ``walkforward``: one row per split. ``intervals``: columns
+    ``metric, strategy, low, point, high, level`` (bootstrap). ``p_beat``: baseline name
+    → P(model Sharpe > baseline Sharpe). ``breaches``: columns ``timestamp, symbol,
+    rule, before, after, detail``. ``regimes``: a label per timestamp. ``positions``:
+    the model's ``timestamp, symbol, position`` rows (for trade analytics).
+    """
+
+    model: BacktestResult
+    baselines: dict[str, BacktestResult] = field(default_factory=dict)
+    benchmark: pd.Series | None = None
+    walkforward: pd.DataFrame | None = None
+    walkforward_summary: dict[str, Any] | None = None
+    intervals: pd.DataFrame | None = None
+    p_beat: dict[str, float] | None = None
+    breaches: pd.DataFrame | None = None
+    regimes: pd.Series | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    positions: pd.DataFrame | None = None
+    cost_bps: float = 0.0
+    periods_per_year: float = 252.0
+    title: str = "Market NN Plus Ultra — backtest report"
+
+    def strategies(self) -> dict[str, pd.Series]:
+        """Net returns per strategy (model first, then baselines, then the benchmark)."""
+        out = {MODEL_NAME: self.model.returns.dropna()}
+        out.update({name: result.returns.dropna() for name, result in self.baselines.items()})
+        if self.benchmark is not None:
+            out[BENCHMARK_NAME] = self.benchmark.dropna()
+        return out
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """The metrics JSON per strategy (the benchmark's is gross, with no turnover)."""
+        out = {MODEL_NAME: self.model.metrics}
+        out.update({name: result.metrics for name, result in self.baselines.items()})
+        if self.benchmark is not None:
+            bench = self.benchmark.dropna()
+            out[BENCHMARK_NAME] = compute_metrics(
+                bench.to_numpy(), periods_per_year=self.periods_per_year
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where :func:`write_report` put the report."""
+
+    html: Path
+    markdown: Path
+    images: Path
+
+
+def _long(predictions: pd.DataFrame) -> pd.DataFrame:
+    if isinstance(predictions.index, pd.MultiIndex):
+        predictions = predictions.reset_index()
+    require_columns(predictions, ["timestamp", "symbol", "position", "realised_return"])
+    if predictions.empty:
+        raise ValueError("predictions: the frame has no rows — nothing to report on.")
+    frame = predictions.copy()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
+def _benchmark(frame: pd.DataFrame, column: str, index: pd.Index) -> pd.Series | None:
+    if column not in frame.columns:
+        return None
+    per_t = frame.groupby("timestamp")[column].mean()
+    bench = per_t.reindex(index)
+    bench.name = BENCHMARK_NAME
+    return bench if bench.notna().any() else None
+
+
+def _buy_and_hold(frame: pd.DataFrame, cost_bps: float, ppy: float) -> BacktestResult:
+    """Long 1.0 in every symbol of the predictions, equal capital, paying entry costs."""
+    held = frame[["timestamp", "symbol", "realised_return"]].assign(position=1.0)
+    return backtest(held, cost_bps=cost_bps, benchmark_column=None, periods_per_year=ppy)
+
+
+def _frame_or_none(
+    value: pd.DataFrame | None, columns: list[str], what: str
+) -> pd.DataFrame | None:
+    if value is None:
+        return None
+    require_columns(value, columns, what=what)
+    return value.reset_index(drop=True)
+
+
+def _regime_series(regimes: pd.Series | None, index: pd.Index) -> pd.Series | None:
+    if regimes is None:
+        return None
+    labels = regimes.copy()
+    labels.index = pd.to_datetime(labels.index, utc=True)
+    labels = labels[~labels.index.duplicated(keep="first")].reindex(index)
+    if labels.isna().all():
+        raise ValueError(
+            "regimes: no label matches a prediction timestamp — pass a Series indexed by "
+            "the predictions' timestamps (UTC) with one regime label per bar."
+        )
+    return labels.rename("regime")
+
+
+def build_report_data(
+    predictions: pd.DataFrame,
+    *,
+    cost_bps: float,
+    baselines: Mapping[str, BacktestResult] | None = None,
+    walkforward: pd.DataFrame | None = None,
+    walkforward_summary: Mapping[str, Any] | None = None,
+    intervals: pd.DataFrame | None = None,
+    p_beat: Mapping[str, float] | None = None,
+    breaches: pd.DataFrame | None = None,
+    regimes: pd.Series | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    benchmark_column: str = "benchmark_return",
+    periods_per_year: float | None = None,
+) -> ReportData:
+    """Backtest the predictions and gather every section's inputs.
+
+    ``predictions``: one row per (timestamp, symbol) with ``position`` and
+    ``realised_return`` (DESIGN.md "Predictions file"). ``cost_bps``: cost per unit of
+    position traded, in basis points, applied to the model and the inline baseline.
+    Without ``baselines`` a buy-and-hold of the same symbols is computed here, so a
+    report never shows the model alone.
+    """
+    frame = _long(predictions)
+    model = backtest(
+        frame,
+        cost_bps=cost_bps,
+        benchmark_column=benchmark_column if benchmark_column in frame.columns else None,
+        periods_per_year=periods_per_year,
+    )
+    ppy = float(model.metrics["periods_per_year"])
+    valid_index = model.returns.dropna().index
+    if baselines:
+        chosen = dict(baselines)
+    else:
+        chosen = {"buy_and_hold": _buy_and_hold(frame, cost_bps, ppy)}
+    if MODEL_NAME in chosen or BENCHMARK_NAME in chosen:
+        raise ValueError(
+            f"baselines: the names {MODEL_NAME!r} and {BENCHMARK_NAME!r} are reserved for "
+            "the model and the benchmark — rename that baseline."
+        )
+    info: dict[str, Any] = {
+        "predictions": {
+            "rows": len(frame),
+            "symbols": int(frame["symbol"].nunique()),
+            "first bar": str(frame["timestamp"].min()),
+            "last bar": str(frame["timestamp"].max()),
+            "periods with a realised return": len(valid_index),
+            "periods per year": round(ppy, 2),
+        }
+    }
+    info.update(dict(provenance or {}))
+    return ReportData(
+        model=model,
+        baselines=chosen,
+        benchmark=_benchmark(frame, benchmark_column, valid_index),
+        walkforward=None if walkforward is None else walkforward.reset_index(drop=True),
+        walkforward_summary=None if walkforward_summary is None else dict(walkforward_summary),
+        intervals=_frame_or_none(intervals, _INTERVAL_COLUMNS, "intervals"),
+        p_beat=None if p_beat is None else {k: float(v) for k, v in p_beat.items()},
+        breaches=_frame_or_none(breaches, _BREACH_COLUMNS, "breaches"),
+        regimes=_regime_series(regimes, valid_index),
+        provenance=info,
+        config=dict(config or {}),
+        positions=frame[["timestamp", "symbol", "position"]].reset_index(drop=True),
+        cost_bps=float(cost_bps),
+        periods_per_year=ppy,
+    )
+
+
+def _replace_dir(staged: Path, target: Path) -> None:
+    """Swap ``staged`` into ``target``; the old folder is removed only after the swap."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staged, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(
+    data: ReportData,
+    output: str | Path,
+    *,
+    rolling_window: int | None = None,
+    log_scale: bool = False,
+) -> ReportPaths:
+    """Write ``output`` (.html), the ``.md`` beside it and ``<stem>_files/*.png``.
+
+    Everything is rendered into a temporary folder next to ``output`` first and then
+    moved into place, so a failed run never leaves a half-written report.
+    ``rolling_window``: bars in the rolling Sharpe (default: about 3 months of bars).
+    ``log_scale``: start the equity chart on a log axis (the HTML can toggle it).
+    """
+    from .report_html import render_html
+    from .report_markdown import render_markdown
+
+    html_path = Path(output)
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(
+            f"report output {html_path}: expected a .html path such as reports/latest.html "
+            "(the Markdown report is written beside it)."
+        )
+    folder = html_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    md_path = html_path.with_suffix(".md")
+    images = folder / f"{html_path.stem}_files"
+    staging = Path(tempfile.mkdtemp(prefix=f".{html_path.stem}.", dir=folder))
+    try:
+        staged_images = staging / images.name
+        staged_images.mkdir()
+        markdown = render_markdown(
+            data, staged_images, rolling_window=rolling_window, log_scale=log_scale
+        )
+        html = render_html(data, rolling_window=rolling_window, log_scale=log_scale)
+        (staging / md_path.name).write_text(markdown, encoding="utf-8")
+        (staging / html_path.name).write_text(html, encoding="utf-8")
+        _replace_dir(staged_images, images)
+        os.replace(staging / md_path.name, md_path)
+        os.replace(staging / html_path.name, html_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ReportPaths(html=html_path, markdown=md_path, images=images)
