@@ -105,6 +105,16 @@ def _precision(cfg: Config) -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+def _eval_device(cfg: Config) -> torch.device:
+    """The device the before/after scoring runs on: the accelerator training uses."""
+    accelerator = cfg.pretraining.accelerator
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if accelerator in ("mps", "auto") and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def _eval_batches(dm: MarketDataModule, batch_size: int) -> list[dict[str, torch.Tensor]]:
     """Up to ``_EVAL_BATCHES`` batches spread evenly over the validation split (train if empty)."""
     dataset = dm.datasets["val"] if len(dm.datasets["val"]) else dm.datasets["train"]
@@ -114,11 +124,19 @@ def _eval_batches(dm: MarketDataModule, batch_size: int) -> list[dict[str, torch
 
 
 def evaluate_objective(
-    module: PretrainingModule, batches: list[dict[str, torch.Tensor]], seed: int
+    module: PretrainingModule,
+    batches: list[dict[str, torch.Tensor]],
+    seed: int,
+    device: torch.device | str | None = None,
 ) -> float:
-    """Mean objective over ``batches`` in eval mode with random draws fixed by ``seed``."""
+    """Mean objective over ``batches`` in eval mode with random draws fixed by ``seed``.
+
+    Runs on ``device`` (default: where the module is) and leaves the module there.
+    """
     was_training = module.training
     module.eval()
+    if device is not None:
+        module.to(device)
     device = next(module.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     losses = []
@@ -152,8 +170,9 @@ def _trainer(cfg: Config, out: Path, validate: bool) -> L.Trainer:
 
 def _atomic_checkpoint(trainer: L.Trainer, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp)
-    os.replace(tmp, path)
+    trainer.save_checkpoint(tmp)  # every rank calls it; Lightning writes on rank 0 only
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
     return path
 
 
@@ -175,15 +194,19 @@ def pretrain(cfg: Config) -> PretrainResult:
     columns = dm.feature_columns
     module = build_pretraining_module(cfg, dm.n_features, columns)
     eval_batches = _eval_batches(dm, p.batch_size)
-    loss_before = evaluate_objective(module, eval_batches, cfg.seed)
+    device = _eval_device(cfg)
+    loss_before = evaluate_objective(module, eval_batches, cfg.seed, device)
     log.info("pretraining %s on %d training windows", p.objective, len(dm.datasets["train"]))
 
     trainer = _trainer(cfg, out, validate=len(dm.datasets["val"]) > 0)
     trainer.fit(module, datamodule=dm)
 
     last = _atomic_checkpoint(trainer, out / "last.ckpt")
-    backbone_path = save_backbone(out / "backbone.pt", module.backbone, cfg.model, columns)
-    loss_after = evaluate_objective(module, eval_batches, cfg.seed)
+    backbone_path = out / "backbone.pt"
+    if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
+        save_backbone(backbone_path, module.backbone, cfg.model, columns)
+    loss_after = evaluate_objective(module, eval_batches, cfg.seed, device)
+    module.cpu()
     metrics_path = out / "metrics.json"
     result = PretrainResult(
         objective=p.objective,
@@ -201,5 +224,8 @@ def pretrain(cfg: Config) -> PretrainResult:
         loss_after=loss_after,
         seconds=time.perf_counter() - started,
     )
-    metrics_path.write_text(json.dumps(asdict(result), indent=2, default=str))
+    if trainer.is_global_zero:
+        tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(result), indent=2, default=str))
+        os.replace(tmp, metrics_path)
     return result
