@@ -50,7 +50,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
     ``shuffle=False`` keeps index order (validation/test). Under data parallelism each of
     ``world_size`` ranks takes every ``world_size``-th index of the permutation (padded
     by wrapping so every rank sees the same number of batches). ``skip`` batches are left
-    out of the next epoch's start (set by a resumed loader), then reset.
+    out of the start of epoch ``skip_epoch`` (set by a resumed loader) — every time that
+    epoch is iterated, since Lightning may open an iterator more than once.
     """
 
     def __init__(
@@ -67,11 +68,20 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.n_items, self.batch_size, self.shuffle = int(n_items), int(batch_size), shuffle
         self.seed, self.drop_last = int(seed), drop_last
         self.rank, self.world_size = int(rank), int(world_size)
-        self.epoch, self.skip = 0, 0
+        self.epoch, self.skip, self.skip_epoch = 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch: the permutation depends on it."""
         self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, consumed: int) -> None:
+        """Start epoch ``epoch`` after its first ``consumed`` batches (a resumed run)."""
+        self.epoch, self.skip_epoch, self.skip = int(epoch), int(epoch), int(consumed)
+
+    @property
+    def skipped(self) -> int:
+        """Batches left out of the start of the current epoch."""
+        return self.skip if self.epoch == self.skip_epoch else 0
 
     def _indices(self) -> np.ndarray:
         if self.shuffle:
@@ -91,8 +101,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self._indices()
-        skip, self.skip = self.skip, 0
-        for b in range(skip, len(self)):
+        for b in range(self.skipped, len(self)):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
 
 
@@ -109,7 +118,7 @@ class _StatefulLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         sampler = self.sampler
-        self._consumed = sampler.skip if isinstance(sampler, ResumableBatchSampler) else 0
+        self._consumed = sampler.skipped if isinstance(sampler, ResumableBatchSampler) else 0
         for batch in super().__iter__():
             self._consumed += 1
             yield batch
@@ -120,8 +129,7 @@ class _StatefulLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if isinstance(self.sampler, ResumableBatchSampler):
-            self.sampler.set_epoch(state.get("epoch", 0))
-            self.sampler.skip = int(state.get("consumed", 0))
+            self.sampler.resume_at(state.get("epoch", 0), state.get("consumed", 0))
 
 
 class MarketDataModule(L.LightningDataModule):
@@ -144,6 +152,7 @@ class MarketDataModule(L.LightningDataModule):
         self.datasets: dict[str, SlidingWindowDataset] = {}
         self.normaliser: Normaliser | None = None
         self._loaders: dict[str, DataLoader] = {}
+        self._resume_state: dict[str, int] | None = None
 
     # ----------------------------------------------------------------------------------
     # Building
@@ -260,6 +269,9 @@ class MarketDataModule(L.LightningDataModule):
             persistent_workers=t.persistent_workers and workers > 0,
             pin_memory=t.pin_memory and torch.cuda.is_available(),
             prefetch_factor=2 if workers > 0 else None,
+            # its own generator: opening an iterator draws worker seeds from it, not from
+            # the global RNG, so dropout draws match between a run and its resumption
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -268,7 +280,25 @@ class MarketDataModule(L.LightningDataModule):
         # the object it built, and persistent workers survive between epochs.
         if "train" not in self._loaders:
             self._loaders["train"] = self._loader("train")
+            if self._resume_state is not None:
+                self._loaders["train"].load_state_dict(self._resume_state)
         return self._loaders["train"]
+
+    # Lightning builds the train loader before it restores a checkpoint (to count the
+    # steps the LR schedule spans), so the loader's position travels with the DataModule.
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position: ``{"epoch", "consumed"}`` batches (for resume)."""
+        loader = self._loaders.get("train")
+        return dict(loader.state_dict()) if isinstance(loader, _StatefulLoader) else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the training data order where a checkpointed run stopped."""
+        if not state_dict:
+            return
+        self._resume_state = {k: int(v) for k, v in state_dict.items()}
+        loader = self._loaders.get("train")
+        if isinstance(loader, _StatefulLoader):
+            loader.load_state_dict(self._resume_state)
 
     def val_dataloader(self) -> DataLoader:
         """The validation windows in (time, symbol) order, the whole split on every rank."""
