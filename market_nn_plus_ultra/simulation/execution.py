@@ -1,0 +1,285 @@
+"""Execution simulator: target positions in, fills, costs and net returns out (torch, batched).
+
+Everything is a tensor ``[B, T, S]`` (scenarios × bars × symbols) on any device. A
+position is a fraction of the capital slot of its symbol (``capital`` split equally over
+the symbols present at the bar), held from bar t's close to bar t+1's. At each bar:
+
+1. **Latency** — the order decided at bar u arrives at bar ``u + k`` (k drawn per order
+   from ``latency_bars``/``latency_probs``); the target in force is the latest decision
+   that has arrived, flat before the first.
+2. **Limits** — targets are clipped to ``±max_position`` and scaled down so the gross
+   leverage ``mean_s |target|`` stays within ``max_gross``.
+3. **Fills** — the symbol trades towards its target; with ``participation_cap`` a fill
+   is at most ``cap × dollar_volume / slot`` position units and the rest carries over
+   to the next bar (the only recursion over time). Absent symbols do not trade.
+4. **Costs** per unit filled: commission ``cost_bps``, half-spread
+   ``half_spread_bps/1e4 + spread_vol_mult·σ``, square-root impact
+   ``impact_coef·σ·sqrt(|fill|·slot/ADV)``, and ``fixed_cost/slot`` per non-zero fill;
+   per bar held: borrow on shorts, financing on ``|position| > 1`` and per-bar funding
+   rates (longs pay a positive rate).
+
+The net return of a symbol over (t, t+1] is ``position_t · return_t − costs_t``; the
+portfolio return is the mean over the symbols whose return is known. With every
+friction off this is exactly :func:`market_nn_plus_ultra.evaluation.backtest.backtest`.
+Formulas and config fields: docs/simulation.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..config import SimulationConfig
+
+__all__ = ["COST_KINDS", "ExecutionResult", "effective_targets", "simulate_execution"]
+
+#: Every cost the simulator charges, in the order reports list them.
+COST_KINDS = (
+    "commission",
+    "fixed",
+    "spread",
+    "impact",
+    "borrow",
+    "leverage_funding",
+    "funding",
+)
+
+# A fill smaller than this (position units) is rounding, not a trade that pays fixed_cost.
+_MIN_FILL = 1e-12
+
+
+@dataclass
+class ExecutionResult:
+    """What the simulator did, bar by bar. Per-symbol tensors are ``[B, T, S]``."""
+
+    targets: Tensor  # target in force after latency and limits
+    positions: Tensor  # held over (t, t+1] after this bar's fill
+    fills: Tensor  # position units traded at bar t (signed)
+    costs: dict[str, Tensor]  # COST_KINDS → charge as a return on the slot (positive = paid)
+    gross: Tensor  # positions · returns (NaN where the return is unknown)
+    net: Tensor  # gross − all costs (NaN where the return is unknown)
+    known: Tensor  # bool: the return is known (these rows enter the portfolio)
+    portfolio: Tensor  # [B, T] mean net over known symbols (NaN where none)
+    portfolio_gross: Tensor  # [B, T]
+    portfolio_costs: Tensor  # [B, T] mean total cost over known symbols
+    turnover: Tensor  # [B, T] mean |fill| over known symbols
+
+    def portfolio_cost(self, kind: str) -> Tensor:
+        """Mean charge of one cost kind over the known symbols, ``[B, T]``."""
+        if kind not in self.costs:
+            raise KeyError(f"unknown cost kind {kind!r}; kinds: {list(self.costs)}")
+        return _known_mean(self.costs[kind], self.known)
+
+
+def _known_mean(values: Tensor, known: Tensor, count: Tensor | None = None) -> Tensor:
+    """Mean over symbols of ``values`` where ``known`` (NaN where no symbol is known)."""
+    total = torch.where(known, values, 0.0).sum(dim=-1)  # (B, T)
+    count = known.sum(dim=-1) if count is None else count
+    return torch.where(count > 0, total / count.clamp(min=1), float("nan"))
+
+
+def _forward_fill(values: Tensor, mask: Tensor, initial: Tensor) -> Tensor:
+    """Along T: keep ``values`` where ``mask``, else the last masked value (``initial`` first)."""
+    B, T, S = values.shape
+    steps = torch.arange(T, device=values.device).view(1, T, 1).expand(B, T, S)
+    last = torch.where(mask, steps, torch.full_like(steps, -1)).cummax(dim=1).values  # (B, T, S)
+    taken = values.gather(1, last.clamp(min=0))
+    return torch.where(last >= 0, taken, initial.unsqueeze(1).expand(B, T, S))
+
+
+def effective_targets(
+    targets: Tensor,
+    latency_bars: list[int],
+    latency_probs: list[float] | None,
+    initial: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The target in force at each bar once every order has waited its latency, ``[B, T, S]``.
+
+    The order decided at bar u arrives at ``u + k_u``; at bar t the latest decision that
+    has arrived wins (so a slow order never overwrites a newer one). Before the first
+    arrival the position ``initial`` ``[B, S]`` stays in force.
+    """
+    B, T, S = targets.shape
+    if len(latency_bars) == 1:
+        k = int(latency_bars[0])
+        if k == 0:
+            return targets
+        head = initial.unsqueeze(1).expand(B, min(k, T), S)
+        return torch.cat([head, targets[:, : max(T - k, 0)]], dim=1)[:, :T]
+    probs = torch.tensor(
+        latency_probs or [1.0 / len(latency_bars)] * len(latency_bars), dtype=torch.float64
+    )
+    edges = probs.cumsum(0)[:-1]  # bucket j covers [edges[j-1], edges[j])
+    draws = torch.searchsorted(
+        edges, torch.rand(B, T, S, dtype=torch.float64, generator=generator), right=True
+    )
+    lag = torch.tensor(latency_bars, dtype=torch.long)[draws].to(targets.device)  # (B, T, S)
+    decided = torch.arange(T, device=targets.device).view(1, T, 1).expand(B, T, S)
+    arrival = (decided + lag).clamp(max=T)  # T = after the last bar: never fills
+    latest = torch.full((B, T + 1, S), -1, dtype=torch.long, device=targets.device)
+    latest.scatter_reduce_(1, arrival, decided, reduce="amax", include_self=True)
+    latest = latest[:, :T].cummax(dim=1).values  # (B, T, S) newest decision arrived by t
+    taken = targets.gather(1, latest.clamp(min=0))
+    return torch.where(latest >= 0, taken, initial.unsqueeze(1).expand(B, T, S))
+
+
+def _apply_limits(targets: Tensor, present: Tensor, cfg: SimulationConfig) -> Tensor:
+    if cfg.max_position is not None:
+        targets = targets.clamp(-cfg.max_position, cfg.max_position)
+    if cfg.max_gross is not None:
+        gross = _known_mean(targets.abs(), present)  # (B, T) leverage of the account
+        scale = torch.where(
+            gross > cfg.max_gross, cfg.max_gross / gross, torch.ones_like(gross)
+        ).nan_to_num(1.0)
+        targets = targets * scale.unsqueeze(-1)
+    return targets
+
+
+def _fill_with_cap(targets: Tensor, present: Tensor, limit: Tensor, initial: Tensor) -> Tensor:
+    """Held positions when each bar fills at most ``limit`` units toward the target."""
+    held = torch.empty_like(targets)
+    h = initial
+    limit = torch.where(present, limit.nan_to_num(0.0).clamp(min=0.0), torch.zeros_like(limit))
+    for t in range(targets.shape[1]):  # recursion: a partial fill moves the next start
+        lim = limit[:, t]
+        h = h + torch.minimum(torch.maximum(targets[:, t] - h, -lim), lim)
+        held[:, t] = h
+    return held
+
+
+def _require(tensor: Tensor | None, what: str, needed_by: str, fix: str) -> Tensor:
+    if tensor is None:
+        raise ValueError(f"simulation.{needed_by} needs {what}: {fix}")
+    return tensor
+
+
+def simulate_execution(
+    targets: Tensor,
+    returns: Tensor,
+    cfg: SimulationConfig,
+    *,
+    present: Tensor | None = None,
+    volatility: Tensor | None = None,
+    dollar_volume: Tensor | None = None,
+    adv: Tensor | None = None,
+    funding: Tensor | None = None,
+    periods_per_year: float = 252.0,
+    initial_position: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> ExecutionResult:
+    """Simulate trading ``targets`` ``[B, T, S]`` against ``returns`` ``[B, T, S]``.
+
+    Args:
+        targets: desired position per bar (fraction of the symbol's capital slot).
+        returns: simple return from t to t+1; NaN where unknown (that row earns nothing
+            and is left out of the portfolio mean, but its trade still happens).
+        cfg: the ``simulation`` config section (costs, fills, latency, limits).
+        present: bool, the symbol has a bar at t (absent symbols neither trade nor
+            count); default: everywhere. Broadcastable to ``[B, T, S]``.
+        volatility: per-bar return std σ (needed by ``spread_vol_mult``/``impact_coef``).
+        dollar_volume: the bar's traded value in currency (``participation_cap``).
+        adv: average dollar volume in currency (``impact_coef``).
+        funding: per-bar funding rate paid by longs (received by shorts); NaN = 0.
+        periods_per_year: bars per year, to turn annual borrow/financing into per bar.
+        initial_position: ``[B, S]`` held before the first bar; default flat.
+        generator: random source of latency draws (seed it for reproducible runs).
+
+    Returns:
+        :class:`ExecutionResult`; every friction zero reproduces the backtest convention.
+    """
+    if targets.ndim != 3:
+        raise ValueError(
+            f"simulate_execution: targets must be [B, T, S], got {tuple(targets.shape)}"
+        )
+    B, T, S = targets.shape
+    returns = returns.to(targets).expand(B, T, S)
+    present = (
+        torch.ones_like(targets, dtype=torch.bool)
+        if present is None
+        else present.to(targets.device, torch.bool).expand(B, T, S)
+    )
+    if torch.isnan(targets).any():
+        raise ValueError("simulate_execution: targets contain NaN; fill absent bars first")
+    initial = (
+        torch.zeros(B, S, dtype=targets.dtype, device=targets.device)
+        if initial_position is None
+        else initial_position.to(targets).expand(B, S)
+    )
+
+    wanted = effective_targets(targets, cfg.latency_bars, cfg.latency_probs, initial, generator)
+    wanted = _apply_limits(wanted, present, cfg)
+    n_present = present.sum(dim=-1, keepdim=True).clamp(min=1).to(targets.dtype)  # (B, T, 1)
+    slot = cfg.capital / n_present  # currency per symbol
+    if cfg.participation_cap is not None:
+        volume = _require(
+            dollar_volume,
+            "per-bar dollar volume",
+            "participation_cap",
+            "add a dollar_volume column (or volume and close) or set participation_cap=null",
+        ).to(targets)
+        held = _fill_with_cap(wanted, present, cfg.participation_cap * volume / slot, initial)
+    else:
+        # Absent symbols keep their position; skip the (costly) fill when none is absent.
+        held = wanted if bool(present.all()) else _forward_fill(wanted, present, initial)
+    previous = torch.cat([initial.unsqueeze(1), held[:, :-1]], dim=1)  # (B, T, S)
+    fills = held - previous
+    size = fills.abs()
+
+    zero = torch.zeros_like(held)
+    costs = dict.fromkeys(COST_KINDS, zero)
+    if cfg.cost_bps:
+        costs["commission"] = cfg.cost_bps / 1e4 * size
+    if cfg.fixed_cost:
+        costs["fixed"] = torch.where(size > _MIN_FILL, cfg.fixed_cost / slot, zero)
+    if cfg.half_spread_bps or cfg.spread_vol_mult or cfg.impact_coef:
+        sigma = zero
+        if cfg.spread_vol_mult or cfg.impact_coef:
+            sigma = _require(
+                volatility,
+                "per-bar volatility",
+                "spread_vol_mult/impact_coef",
+                "add a volatility column or keep realised_return so it can be estimated",
+            ).to(targets)
+            sigma = sigma.nan_to_num(0.0)
+        costs["spread"] = (cfg.half_spread_bps / 1e4 + cfg.spread_vol_mult * sigma) * size
+        if cfg.impact_coef:
+            daily = _require(
+                adv,
+                "average dollar volume",
+                "impact_coef",
+                "add a dollar_volume column (or volume and close) or set impact_coef=0",
+            ).to(targets)
+            participation = torch.where(daily > 0, size * slot / daily, zero).nan_to_num(0.0)
+            costs["impact"] = cfg.impact_coef * sigma * participation.sqrt() * size
+    if cfg.borrow_bps:
+        costs["borrow"] = cfg.borrow_bps / 1e4 / periods_per_year * (-held).clamp(min=0.0)
+    if cfg.leverage_funding_bps:
+        rate = cfg.leverage_funding_bps / 1e4 / periods_per_year
+        costs["leverage_funding"] = rate * (held.abs() - 1.0).clamp(min=0.0)
+    if funding is not None:
+        costs["funding"] = held * funding.to(targets).nan_to_num(0.0)
+
+    total_cost = costs["commission"]
+    for kind in COST_KINDS[1:]:
+        if costs[kind] is not zero:
+            total_cost = total_cost + costs[kind]
+    known = present & ~torch.isnan(returns)
+    count = known.sum(dim=-1)  # (B, T)
+    gross = held * returns
+    net = gross - total_cost
+    return ExecutionResult(
+        targets=wanted,
+        positions=held,
+        fills=fills,
+        costs=costs,
+        gross=torch.where(known, gross, float("nan")),
+        net=torch.where(known, net, float("nan")),
+        known=known,
+        portfolio=_known_mean(net, known, count),
+        portfolio_gross=_known_mean(gross, known, count),
+        portfolio_costs=_known_mean(total_cost, known, count),
+        turnover=_known_mean(size, known, count),
+    )
