@@ -234,7 +234,10 @@ class FeaturePipeline:
         """
         blocks = _blocks(panel)
         report = FeatureReport()
-        intraday = is_intraday(blocks.timestamps, blocks.bounds[:-1])
+        # The bar frequency (a median over every step) is only needed by intraday-only features.
+        intraday = any(self.registry.get(g).intraday_only for g in self.selection) and (
+            is_intraday(blocks.timestamps, blocks.bounds[:-1])
+        )
         inputs: dict[str, np.ndarray] = {TIMESTAMP: blocks.timestamps}
         results: dict[str, np.ndarray] = {}
         total = len(self.selection)

@@ -7,6 +7,8 @@ decayed far below 1e-6; the NaN warm-up rows must sit exactly where TA-Lib puts 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +17,10 @@ import talib
 from arch.data import nasdaq, sp500
 
 from market_nn_plus_ultra.features import FeaturePipeline
+from market_nn_plus_ultra.features.calendar import calendar
 from market_nn_plus_ultra.features.frequency import periods_per_year
+from market_nn_plus_ultra.features.spectral import fft_energy
+from market_nn_plus_ultra.features.statistical import regime_bull_prob
 from market_nn_plus_ultra.features.technical import atr_14, bb_width_20, macd, rsi_14
 
 WARM = 300
@@ -126,3 +131,45 @@ def test_small_hand_cases():
     cls = np.array([9.5, 11.5, 10.8])
     # TR = [max(12, 9.5) - min(11, 9.5), max(11, 11.5) - min(10.5, 11.5)] = [2.5, 1.0]
     assert atr_14(high, low, cls, period=2)[2] == pytest.approx(1.75)
+
+
+@pytest.mark.parametrize(("period", "band"), [(16, 0), (4, 1), (2, 2)])
+def test_fft_energy_puts_a_pure_cycle_in_its_band(period, band):
+    # log close = a sinusoid with a whole number of cycles per 64-bar window: its
+    # returns have all their power in one bin, at frequency 1/period.
+    t = np.arange(400)
+    close = 100 * np.exp(0.01 * np.cos(2 * np.pi * t / period + 0.3))
+    shares = fft_energy(close)
+    assert np.isnan(shares[band][:64]).all()
+    np.testing.assert_allclose(shares[band][64:], 1.0, atol=1e-9)
+
+
+def test_fft_energy_matches_a_direct_fft_per_window(bars):
+    close = bars["close"].to_numpy()[:600]
+    shares = np.stack(fft_energy(close))
+    returns = np.diff(np.log(close))
+    freq = np.arange(1, 33) / 64
+    bands = [freq <= 1 / 6, (freq > 1 / 6) & (freq <= 1 / 3), freq > 1 / 3]
+    for t in (64, 65, 333, 599):
+        power = np.abs(np.fft.rfft(returns[t - 64 : t]))[1:] ** 2  # returns ending at bar t
+        expected = [power[b].sum() / power.sum() for b in bands]
+        np.testing.assert_allclose(shares[:, t], expected, rtol=1e-12)
+    flat = np.stack(fft_energy(np.full(80, 7.0)))[:, 70]  # no energy: white-noise shares
+    np.testing.assert_allclose(flat, [10 / 32, 11 / 32, 11 / 32])
+
+
+def test_regime_probability_and_calendar_by_hand(bars):
+    close = bars["close"].to_numpy()
+    prob = regime_bull_prob(close)
+    t = 2000
+    returns = np.diff(np.log(close))
+    sigma = returns[t - 60 : t].std(ddof=1)  # the 60 returns ending at bar t
+    z = np.log(close[t] / close[t - 20]) / (sigma * np.sqrt(20))
+    assert prob[t] == pytest.approx(0.5 * (1 + math.erf(z / np.sqrt(2))), abs=1e-12)
+    assert np.isnan(prob[:60]).all() and np.isfinite(prob[60:]).all()
+    stamps = pd.DatetimeIndex(["2024-01-01 06:00", "2024-01-07 18:00"], tz="UTC").as_unit("ns").asi8
+    hour_sin, hour_cos, dow_sin, dow_cos = calendar(stamps)
+    np.testing.assert_allclose(hour_sin, [1.0, -1.0], atol=1e-12)  # 06:00 and 18:00
+    np.testing.assert_allclose(hour_cos, [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(dow_sin, [0.0, np.sin(2 * np.pi * 6 / 7)], atol=1e-12)  # Mon, Sun
+    np.testing.assert_allclose(dow_cos, [1.0, np.cos(2 * np.pi * 6 / 7)], atol=1e-12)
