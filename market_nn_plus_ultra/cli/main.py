@@ -15,6 +15,7 @@ from .audit import audit
 from .demo import demo
 from .report import report
 from .pretrain import pretrain
+from .train import train
 
 app = typer.Typer(
     name="plus-ultra",
@@ -31,6 +32,7 @@ app.command("demo")(demo)
 app.add_typer(bench_cmds.app, name="bench")
 app.command("report")(report)
 app.command("pretrain")(pretrain)
+app.command("train")(train)
 
 
 def _version(value: bool) -> None:
