@@ -35,10 +35,9 @@ def _read_frame(path: Path, what: str) -> pd.DataFrame:
         raise ValueError(f"{what} file {path} could not be read: {err}") from None
 
 
-def _summary(path: Path | None) -> tuple[dict[str, Any] | None, Any, dict[str, float] | None]:
-    """(walk-forward summary, bootstrap intervals records, P(beat)) from summary.json."""
+def _summary(path: Path | None) -> dict[str, Any]:
     if path is None:
-        return None, None, None
+        return {}
     if not path.exists():
         raise FileNotFoundError(f"summary file {path} does not exist.")
     try:
@@ -46,10 +45,8 @@ def _summary(path: Path | None) -> tuple[dict[str, Any] | None, Any, dict[str, f
     except json.JSONDecodeError as err:
         raise ValueError(f"summary file {path} is not valid JSON: {err}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"summary file {path}: expected a JSON object of metric: value pairs.")
-    intervals = raw.pop("intervals", None)
-    p_beat = raw.pop("p_beat", None)
-    return raw, intervals, p_beat
+        raise ValueError(f"summary file {path}: expected a JSON object (the walk-forward summary).")
+    return raw
 
 
 def _column(frame: pd.DataFrame, name: str, option: str) -> None:
@@ -83,7 +80,7 @@ def report(
         Path | None,
         typer.Option(
             "--summary",
-            help="Walk-forward summary JSON; optional 'intervals' (records) and 'p_beat' keys.",
+            help="Walk-forward summary JSON (its bootstrap block gives the intervals).",
         ),
     ] = None,
     benchmark_column: Annotated[
@@ -119,7 +116,7 @@ def report(
     import pandas as pd
 
     from ..config import config_to_dict
-    from ..evaluation.report import build_report_data, write_report
+    from ..evaluation.report import build_report_data, split_summary, write_report
 
     with user_errors():
         cfg = load(config, overrides)
@@ -132,7 +129,7 @@ def report(
             stamps = pd.to_datetime(frame["timestamp"], utc=True)
             regimes = frame[regime_column].groupby(stamps).first()
         per_split = _read_frame(walkforward, "walk-forward") if walkforward else None
-        wf_summary, intervals, p_beat = _summary(summary)
+        wf_summary, intervals, p_beat = split_summary(_summary(summary))
         provenance: dict[str, Any] = {"predictions file": str(predictions)}
         if cfg.data.sqlite_path and Path(cfg.data.sqlite_path).exists():
             provenance["database"] = str(cfg.data.sqlite_path)
@@ -141,8 +138,8 @@ def report(
             frame,
             cost_bps=cost,
             walkforward=per_split,
-            walkforward_summary=wf_summary,
-            intervals=None if intervals is None else pd.DataFrame(intervals),
+            walkforward_summary=wf_summary or None,
+            intervals=intervals,
             p_beat=p_beat,
             regimes=regimes,
             provenance=provenance,

@@ -29,6 +29,8 @@ __all__ = [
     "ReportData",
     "ReportPaths",
     "build_report_data",
+    "flatten_summary",
+    "split_summary",
     "write_report",
 ]
 
@@ -190,8 +192,8 @@ def build_report_data(
         "predictions": {
             "rows": len(frame),
             "symbols": int(frame["symbol"].nunique()),
-            "first bar": str(frame["timestamp"].min()),
-            "last bar": str(frame["timestamp"].max()),
+            "first bar": frame["timestamp"].min(),
+            "last bar": frame["timestamp"].max(),
             "periods with a realised return": len(valid_index),
             "periods per year": round(ppy, 2),
         }
@@ -213,6 +215,55 @@ def build_report_data(
         cost_bps=float(cost_bps),
         periods_per_year=ppy,
     )
+
+
+def split_summary(
+    raw: Mapping[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame | None, dict[str, float] | None]:
+    """Split a walk-forward summary JSON into (summary, bootstrap intervals, P(beat)).
+
+    Reads the ``bootstrap`` block the walk-forward writer emits (``level`` and
+    ``model: {metric: {estimate, low, high}}`` plus ``prob_model_sharpe_exceeds``) and
+    also plain ``intervals`` (records with metric, strategy, low, point, high, level)
+    and ``p_beat`` (baseline → probability) keys; everything else is the summary.
+    """
+    summary = dict(raw)
+    boot = summary.pop("bootstrap", None)
+    records = summary.pop("intervals", None)
+    p_beat = summary.pop("p_beat", None)
+    rows = list(records or [])
+    if isinstance(boot, Mapping):
+        level = float(boot.get("level", float("nan")))
+        for metric, values in (boot.get("model") or {}).items():
+            rows.append(
+                {
+                    "metric": metric,
+                    "strategy": MODEL_NAME,
+                    "low": values.get("low"),
+                    "point": values.get("estimate"),
+                    "high": values.get("high"),
+                    "level": level,
+                }
+            )
+        p_beat = p_beat or boot.get("prob_model_sharpe_exceeds")
+        summary["bootstrap"] = {k: v for k, v in boot.items() if not isinstance(v, Mapping)}
+    intervals = (
+        pd.DataFrame(rows).astype({"low": float, "point": float, "high": float}) if rows else None
+    )
+    beat = {str(k): float(v) for k, v in p_beat.items() if v is not None} if p_beat else None
+    return summary, intervals, beat
+
+
+def flatten_summary(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys with scalar leaves: ``strategies.model.sharpe``."""
+    flat: dict[str, Any] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_summary(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _replace_dir(staged: Path, target: Path) -> None:

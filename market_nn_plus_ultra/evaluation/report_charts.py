@@ -163,10 +163,13 @@ def _equity_figure(data: ReportData, log_scale: bool) -> go.Figure:
                 "direction": "right",
                 "buttons": buttons,
                 "active": 1 if log_scale else 0,
-                "x": 1.0,
-                "xanchor": "right",
-                "y": 1.15,
+                # Inside the plot's top-left corner: clear of the title and the modebar.
+                "x": 0.01,
+                "xanchor": "left",
+                "y": 0.99,
+                "yanchor": "top",
                 "showactive": True,
+                "bgcolor": "#ffffff",
             }
         ]
     )
@@ -188,7 +191,9 @@ def _monthly_figure(data: ReportData) -> go.Figure:
             zmid=0.0,
             zmin=-limit,
             zmax=limit,
-            texttemplate="%{z:.1f}%",
+            # Pre-formatted labels: a month without data stays blank instead of "%".
+            text=np.where(np.isfinite(z), np.char.mod("%.1f%%", np.nan_to_num(z)), ""),
+            texttemplate="%{text}",
             hovertemplate="%{y} %{x}: %{z:.2f}%<extra></extra>",
             colorbar={"title": "%"},
         )

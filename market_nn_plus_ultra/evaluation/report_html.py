@@ -56,6 +56,7 @@ h2 { font-size: 1.2rem; border-bottom: 2px solid #e3e7ef; padding-bottom: 4px; m
 nav a { margin-right: 12px; font-size: 0.85rem; color: #1f4e9c; text-decoration: none; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 8px 0; }
 th, td { border-bottom: 1px solid #e3e7ef; padding: 4px 10px; text-align: right; }
+td { white-space: nowrap; }
 th { background: #f4f6fa; }
 td:first-child, th:first-child { text-align: left; font-weight: 600; }
 tr.model td { background: #eef3fc; }
@@ -109,7 +110,8 @@ non-zero net return.</p>
 
 <section id="walkforward"><h2>Walk-forward splits</h2>
 {% if walkforward %}{{ walkforward }}{% else %}<p class="muted">No walk-forward splits were supplied.</p>{% endif %}
-{% if wf_summary %}<dl>{% for k, v in wf_summary %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
+{% if wf_summary %}<details><summary>Walk-forward summary ({{ wf_summary|length }} values)</summary>
+<dl>{% for k, v in wf_summary %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl></details>{% endif %}
 </section>
 
 <section id="provenance"><h2>Data quality and provenance</h2>
@@ -141,6 +143,7 @@ def render_html(
     from markupsafe import Markup
     from plotly.offline import get_plotlyjs
 
+    from .report import flatten_summary
     from .report_charts import resolve_window
     from .report_tables import fmt_value
 
@@ -173,7 +176,7 @@ def render_html(
         breaches_left=f"{left:,}" if left else "",
         breach_note=guard_note,
         walkforward=Markup(table_html(walkforward_table(data))),
-        wf_summary=[(str(k), fmt_value(v)) for k, v in summary.items()],
+        wf_summary=[(k, fmt_value(v)) for k, v in flatten_summary(summary).items()],
         provenance=provenance_items(data),
         config=config_text(data),
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .report import flatten_summary
 from .report_charts import (
     CHARTS,
     MONTHS,
@@ -198,7 +199,11 @@ def render_markdown(
         if walkforward is not None
         else "_No walk-forward splits were supplied._"
     )
-    lines += [f"- **{k}**: {fmt_value(v)}" for k, v in (data.walkforward_summary or {}).items()]
+    flat = flatten_summary(data.walkforward_summary or {})
+    if flat:
+        lines += ["", f"<details><summary>Walk-forward summary ({len(flat)} values)</summary>", ""]
+        lines += [f"- **{k}**: {fmt_value(v)}" for k, v in flat.items()]
+        lines += ["", "</details>"]
     lines += ["", "## Data quality and provenance", ""]
     lines += [f"- **{k}**: {v}" for k, v in provenance_items(data)]
     lines += [

@@ -213,7 +213,7 @@ def regime_table(data: ReportData) -> pd.DataFrame | None:
     return shown.reset_index()
 
 
-def breach_tables(data: ReportData, limit: int = 50) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def breach_tables(data: ReportData, limit: int = 20) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(count per rule, the first ``limit`` breaches, how many were left out)."""
     breaches = data.breaches
     if breaches is None or breaches.empty:

@@ -34,19 +34,16 @@ def files(tmp_path_factory):
     frame.to_parquet(folder / "predictions.parquet")
     frame.to_csv(folder / "predictions.csv", index=False)
     pd.DataFrame({"split": [0, 1], "sharpe": [0.4, 0.6]}).to_parquet(folder / "per_split.parquet")
+    # The walk-forward writer's summary: settings, counts and a bootstrap block.
     summary = {
-        "mean_sharpe": 0.5,
-        "intervals": [
-            {
-                "metric": "sharpe",
-                "strategy": "model",
-                "low": -1.0,
-                "point": 0.2,
-                "high": 1.5,
-                "level": 0.95,
-            }
-        ],
-        "p_beat": {"buy_and_hold": 0.61},
+        "n_splits": 2,
+        "settings": {"cost_bps": 7.5, "embargo": 5},
+        "bootstrap": {
+            "level": 0.95,
+            "reps": 100,
+            "model": {"sharpe": {"estimate": 0.2, "low": -1.0, "high": 1.5}},
+            "prob_model_sharpe_exceeds": {"buy_and_hold": 0.61},
+        },
     }
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder, frame
@@ -91,8 +88,9 @@ def test_report_writes_html_markdown_and_charts(files):
     sharpe = backtest(frame, cost_bps=7.5, benchmark_column="bench").metrics["sharpe"]
     assert "| model | " in md and f" {sharpe:.2f} [" in md
     assert "net of 7.5 bps" in md and "Small sample (80 periods" in md
-    assert "seed: 11" in md and "low_vol" in md and "mean_sharpe" in md
+    assert "seed: 11" in md and "low_vol" in md and "settings.embargo**: 5" in md
     assert "P(model Sharpe > buy_and_hold Sharpe) = 0.61" in md
+    assert "Intervals are 95% stationary-bootstrap intervals" in md
     assert "| benchmark |" in md
 
 

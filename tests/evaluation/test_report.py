@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 
 from market_nn_plus_ultra.evaluation.backtest import backtest
-from market_nn_plus_ultra.evaluation.report import build_report_data, write_report
+from market_nn_plus_ultra.evaluation.report import (
+    build_report_data,
+    flatten_summary,
+    split_summary,
+    write_report,
+)
 from market_nn_plus_ultra.evaluation.report_charts import (
     CHARTS,
     drawdowns,
@@ -237,3 +242,42 @@ def test_user_errors_name_the_fix(frame, tmp_path):
         build_report_data(frame, cost_bps=1.0, regimes=pd.Series(["x"], index=["1990-01-01"]))
     with pytest.raises(ValueError, match=r"expected a \.html path"):
         write_report(build_report_data(frame, cost_bps=1.0), tmp_path / "report.pdf")
+
+
+def test_split_summary_reads_the_walkforward_bootstrap_block():
+    raw = {
+        "n_splits": 3,
+        "strategies": {"model": {"split_mean": {"sharpe": 0.4}}},
+        "bootstrap": {
+            "level": 0.9,
+            "reps": 500,
+            "model": {"sharpe": {"estimate": 0.5, "low": 0.1, "high": 0.9}},
+            "prob_model_sharpe_exceeds": {"momentum": 0.7, "ridge": None},
+        },
+        "p_beat": None,
+    }
+    summary, intervals, p_beat = split_summary(raw)
+    assert p_beat == {"momentum": 0.7}
+    assert intervals.to_dict("records") == [
+        {
+            "metric": "sharpe",
+            "strategy": "model",
+            "low": 0.1,
+            "point": 0.5,
+            "high": 0.9,
+            "level": 0.9,
+        }
+    ]
+    assert flatten_summary(summary) == {
+        "n_splits": 3,
+        "strategies.model.split_mean.sharpe": 0.4,
+        "bootstrap.level": 0.9,
+        "bootstrap.reps": 500,
+    }
+    plain = {
+        "intervals": [
+            {"metric": "cagr", "strategy": "x", "low": 0, "point": 1, "high": 2, "level": 0.5}
+        ]
+    }
+    _, intervals, p_beat = split_summary(plain)
+    assert list(intervals["strategy"]) == ["x"] and p_beat is None
