@@ -12,6 +12,7 @@ from . import data as data_cmds
 from . import features as features_cmds
 from ._common import setup_logging
 from .audit import audit
+from .backtest import backtest
 from .demo import demo
 from .report import report
 from .pretrain import pretrain
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cmds.app, name="data")
 app.command("audit")(audit)
+app.command("backtest")(backtest)
 app.add_typer(features_cmds.app, name="features")
 app.command("demo")(demo)
 app.add_typer(bench_cmds.app, name="bench")

@@ -331,17 +331,21 @@ def run_stress(
     device = _device(cfg.device)
     full = panel.tensors(device, torch.float32)
     full = {k: v[:, torch.as_tensor(bars, device=device)] for k, v in full.items()}
-    generator = torch.Generator().manual_seed(cfg.seed)
+    # One stream per source of randomness: adding a crash or latency keeps the same paths.
+    resample_gen, shock_gen, latency_gen = (
+        torch.Generator().manual_seed(int(child.generate_state(1)[0]))
+        for child in np.random.SeedSequence(cfg.seed).spawn(3)
+    )
     metrics: dict[str, list[np.ndarray]] = {k: [] for k in PATH_METRICS}
     for start in range(0, n, cfg.scenario_chunk):
         b = min(cfg.scenario_chunk, n - start)
         if cfg.scenario_resample:
-            idx = stationary_bootstrap_indices(b, len(bars), block, generator).to(device)
+            idx = stationary_bootstrap_indices(b, len(bars), block, resample_gen).to(device)
         else:
             idx = torch.arange(len(bars), device=device).expand(b, len(bars))
         paths = {k: v[0][idx] for k, v in full.items()}  # (b, T, S)
         paths["returns"] = shock_returns(
-            paths["returns"], cfg.scenario_vol_scale, cfg.scenario_crash, generator
+            paths["returns"], cfg.scenario_vol_scale, cfg.scenario_crash, shock_gen
         )
         sim = simulate_execution(
             paths.pop("targets"),
@@ -349,7 +353,7 @@ def run_stress(
             cfg,
             **paths,
             periods_per_year=ppy,
-            generator=generator,
+            generator=latency_gen,
         )
         for k, v in path_metrics(sim.portfolio, ppy).items():
             metrics[k].append(v)
