@@ -1,0 +1,129 @@
+"""Files in and out of the walk-forward: the predictions file, the database's bars, outputs.
+
+:func:`walkforward_from_files` is what ``plus-ultra walkforward`` runs: it reads the
+predictions Parquet (DESIGN.md "Predictions file"), optionally the OHLCV bars of the same
+symbols from the database for the baselines, runs :class:`WalkForwardBacktester`, and
+:func:`write_walkforward` writes per-fold metrics (Parquet) and the summary (JSON), each
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import DataConfig, EvaluationConfig
+from .walkforward import WalkForwardBacktester, WalkForwardResult
+
+__all__ = ["read_predictions", "walkforward_from_files", "write_walkforward"]
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read a predictions Parquet file (index or columns ``timestamp``, ``symbol``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"predictions file {path} does not exist — write one with `plus-ultra predict`"
+        )
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable Parquet predictions file ({err})") from None
+    if isinstance(frame.index, pd.MultiIndex):
+        frame = frame.reset_index()
+    return frame
+
+
+def walkforward_from_files(
+    predictions: str | Path,
+    evaluation: EvaluationConfig,
+    data: DataConfig | None = None,
+    *,
+    bootstrap: bool = True,
+    seed: int = 0,
+    on_step: Callable[[str], None] | None = None,
+) -> WalkForwardResult:
+    """Walk-forward the predictions file; baselines read their bars from ``data.sqlite_path``.
+
+    ``data`` None: the rule baselines run on prices implied by ``realised_return`` and the
+    ML baselines are skipped (the summary says so).
+    """
+    from ..data.panel import read_panel
+
+    frame = read_predictions(predictions)
+    panel = None
+    if data is not None:
+        symbols = sorted(frame["symbol"].astype(str).unique())
+        end = pd.to_datetime(frame["timestamp"], utc=True).max()
+        panel = read_panel(
+            data.sqlite_path,
+            symbols,
+            data.start,
+            end.isoformat(),
+            include_indicators=False,
+            cache=data.cache,
+            cache_dir=data.cache_dir,
+            threads=data.read_threads,
+        )
+    tester = WalkForwardBacktester.from_config(evaluation)
+    return tester.run(
+        frame,
+        panel=panel,
+        config=evaluation,
+        regime_column=evaluation.regime_column,
+        bootstrap=bootstrap,
+        seed=seed,
+        on_step=on_step,
+    )
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf → None, numpy scalars → Python, timestamps → ISO-8601."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_walkforward(
+    result: WalkForwardResult,
+    metrics_path: str | Path | None = None,
+    summary_path: str | Path | None = None,
+    regimes_path: str | Path | None = None,
+) -> list[Path]:
+    """Write per-fold metrics (Parquet), the summary (JSON) and per-regime metrics
+    (Parquet), each atomically (temp file, then rename); returns the paths written."""
+    written = []
+    if metrics_path is not None:
+        written.append(_atomic(Path(metrics_path), result.per_split.to_parquet))
+    if summary_path is not None:
+        text = json.dumps(_clean(result.summary), indent=2, allow_nan=False)
+        written.append(_atomic(Path(summary_path), lambda p: p.write_text(text + "\n")))
+    if regimes_path is not None and result.regimes is not None:
+        written.append(_atomic(Path(regimes_path), result.regimes.to_parquet))
+    return written
