@@ -132,3 +132,22 @@ def test_kernels_match_direct_formulas():
     y = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
     # Seed = mean(2, 4, 6) = 4 at row 2, then y_t = 0.5 y_{t-1} + 0.5 x_t.
     np.testing.assert_allclose(seeded_ema(y, 0.5, 3), [np.nan, np.nan, 4.0, 6.0, 8.0])
+
+
+def test_a_nan_input_poisons_only_what_depends_on_it(caplog):
+    rng = np.random.default_rng(2)
+    stamps = pd.date_range("2024-01-01", periods=200, freq="h", tz="UTC")
+    index = pd.MultiIndex.from_product([stamps, ["X"]], names=["timestamp", "symbol"])
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 200)))
+    close[100] = np.nan
+    panel = pd.DataFrame({"close": close}, index=index)
+    names = ["log_return_1", "bb_width_20", "rsi_14"]
+    with caplog.at_level(logging.WARNING, logger="market_nn_plus_ultra.features.pipeline"):
+        out = FeaturePipeline(names=names).transform_panel(panel)
+    assert "panel column close has 1 NaN values" in caplog.text
+    missing = {c: np.flatnonzero(out[c].isna().to_numpy()) for c in names}
+    np.testing.assert_array_equal(missing["log_return_1"], [0, 100, 101])
+    # Rolling: only the 20 windows that contain bar 100.
+    np.testing.assert_array_equal(missing["bb_width_20"], np.r_[0:19, 100:120])
+    # Recursive: NaN from the bad bar on.
+    np.testing.assert_array_equal(missing["rsi_14"], np.r_[0:14, 100:200])
