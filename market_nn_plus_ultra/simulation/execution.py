@@ -140,14 +140,16 @@ def _apply_limits(targets: Tensor, present: Tensor, cfg: SimulationConfig) -> Te
 
 def _fill_with_cap(targets: Tensor, present: Tensor, limit: Tensor, initial: Tensor) -> Tensor:
     """Held positions when each bar fills at most ``limit`` units toward the target."""
-    held = torch.empty_like(targets)
+    limit = torch.where(present, limit.nan_to_num(0.0).clamp(min=0.0), 0.0)
+    held = []
     h = initial
-    limit = torch.where(present, limit.nan_to_num(0.0).clamp(min=0.0), torch.zeros_like(limit))
-    for t in range(targets.shape[1]):  # recursion: a partial fill moves the next start
-        lim = limit[:, t]
-        h = h + torch.minimum(torch.maximum(targets[:, t] - h, -lim), lim)
-        held[:, t] = h
-    return held
+    # Recursion: a partial fill moves the next bar's start. unbind gives per-bar views once.
+    for wanted, lim, neg in zip(
+        targets.unbind(1), limit.unbind(1), (-limit).unbind(1), strict=True
+    ):
+        h = h + torch.minimum(torch.maximum(wanted - h, neg), lim)
+        held.append(h)
+    return torch.stack(held, dim=1)  # (B, T, S)
 
 
 def _require(tensor: Tensor | None, what: str, needed_by: str, fix: str) -> Tensor:
