@@ -497,6 +497,9 @@ class FeaturesConfig(_Section):
     dtype: Literal["float64", "float32"] = Field(
         "float64", description="Storage type of the computed feature columns."
     )
+    threads: int = Field(
+        0, ge=0, description="Threads computing symbols in parallel; 0 = one per CPU core."
+    )
 
 
 class TrainingConfig(_Section):

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -160,7 +163,9 @@ class FeaturePipeline:
     ``names`` pick features by output or group name, ``tags`` add every feature with one
     of those tags; neither given selects the registry's default set. ``params`` override
     parameters per group (``{"fft_energy": {"window": 128}}``). Unknown names, tags and
-    parameters raise :class:`FeatureError` with a "did you mean" hint.
+    parameters raise :class:`FeatureError` with a "did you mean" hint. ``threads`` compute
+    that many symbols at once (0 = one per CPU core); feature functions must therefore be
+    pure functions of their arrays.
     """
 
     def __init__(
@@ -171,6 +176,7 @@ class FeaturePipeline:
         *,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         dtype: Literal["float64", "float32"] = "float64",
+        threads: int = 0,
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         self.selection = self.registry.select(names, tags)
@@ -183,6 +189,9 @@ class FeaturePipeline:
         for group in self.selection:
             self.params.setdefault(group, self.registry.get(group).resolve_params())
         self.dtype = np.dtype(dtype)
+        if threads < 0:
+            raise FeatureError(f"threads must be >= 0 (0 = one per CPU core), got {threads}")
+        self.threads = threads or os.cpu_count() or 1
         self.last_report = FeatureReport()
 
     @classmethod
@@ -196,7 +205,14 @@ class FeaturePipeline:
             "realised_vol_20": {"periods_per_year": config.periods_per_year},
         }
         params = {k: v for k, v in params.items() if k in registry}
-        return cls(registry, config.names, config.tags, params=params, dtype=config.dtype)
+        return cls(
+            registry,
+            config.names,
+            config.tags,
+            params=params,
+            dtype=config.dtype,
+            threads=config.threads,
+        )
 
     @property
     def specs(self) -> list[FeatureSpec]:
@@ -241,25 +257,30 @@ class FeaturePipeline:
         inputs: dict[str, np.ndarray] = {TIMESTAMP: blocks.timestamps}
         results: dict[str, np.ndarray] = {}
         total = len(self.selection)
-        for done, (group, outputs) in enumerate(self.selection.items(), start=1):
-            spec = self.registry.get(group)
-            reason = self._skip_reason(spec, panel.columns, intraday, blocks)
-            if reason is not None:
-                for out in outputs:
-                    report.skipped[out] = reason
-            else:
-                started = time.perf_counter()
-                for column in spec.inputs:
-                    if column not in inputs:
-                        inputs[column] = _column(panel, column, blocks)
-                values = self._compute(spec, [inputs[c] for c in spec.inputs], blocks)
-                for out in outputs:
-                    results[out] = values[spec.outputs.index(out)]
-                    report.computed.append(out)
-                    report.warmup[out] = spec.warmup_rows(self.params[group])
-                report.seconds[group] = time.perf_counter() - started
-            if on_feature is not None:
-                on_feature(group, done, total)
+        # Symbols are independent and the kernels release the GIL inside numpy/scipy, so
+        # threads over symbols scale with the cores (results do not depend on the count).
+        workers = min(self.threads, len(blocks.symbols))
+        pool = ThreadPoolExecutor(workers, "features") if workers > 1 else nullcontext()
+        with pool as executor:
+            for done, (group, outputs) in enumerate(self.selection.items(), start=1):
+                spec = self.registry.get(group)
+                reason = self._skip_reason(spec, panel.columns, intraday, blocks)
+                if reason is not None:
+                    report.skipped.update(dict.fromkeys(outputs, reason))
+                else:
+                    started = time.perf_counter()
+                    for column in spec.inputs:
+                        if column not in inputs:
+                            inputs[column] = _column(panel, column, blocks)
+                    arrays = [inputs[c] for c in spec.inputs]
+                    values = self._compute(spec, arrays, blocks, executor)
+                    for out in outputs:
+                        results[out] = values[spec.outputs.index(out)]
+                        report.computed.append(out)
+                        report.warmup[out] = spec.warmup_rows(self.params[group])
+                    report.seconds[group] = time.perf_counter() - started
+                if on_feature is not None:
+                    on_feature(group, done, total)
         self.last_report = report
         return _assemble(panel, results)
 
@@ -293,16 +314,29 @@ class FeaturePipeline:
         return None
 
     def _compute(
-        self, spec: FeatureSpec, arrays: list[np.ndarray], blocks: _Blocks
+        self,
+        spec: FeatureSpec,
+        arrays: list[np.ndarray],
+        blocks: _Blocks,
+        executor: ThreadPoolExecutor | None,
     ) -> list[np.ndarray]:
-        """Run one feature group block by block into symbol-major output arrays."""
+        """Run one feature group block by block (on ``executor``'s threads when given)."""
         n = len(blocks.timestamps)
         outs = [np.empty(n, dtype=self.dtype) for _ in spec.outputs]
         params = self.params[spec.name]
-        for lo, hi in itertools.pairwise(blocks.bounds):
+
+        def run(span: tuple[int, int]) -> None:
+            lo, hi = span  # each symbol writes only its own rows: no locking needed
             values = spec.compute([a[lo:hi] for a in arrays], params)
             for out, value in zip(outs, values, strict=True):
                 out[lo:hi] = value
+
+        spans = list(itertools.pairwise(blocks.bounds))
+        if executor is None:
+            for span in spans:
+                run(span)
+        else:
+            list(executor.map(run, spans))  # list(): re-raises a feature's error here
         if blocks.order is None and blocks.grid is None:
             return outs
         final = []

@@ -151,3 +151,15 @@ def test_a_nan_input_poisons_only_what_depends_on_it(caplog):
     np.testing.assert_array_equal(missing["bb_width_20"], np.r_[0:19, 100:120])
     # Recursive: NaN from the bad bar on.
     np.testing.assert_array_equal(missing["rsi_14"], np.r_[0:14, 100:200])
+
+
+def test_threads_give_identical_results_and_surface_errors(panel):
+    one = FeaturePipeline(threads=1).transform_panel(panel)
+    many = FeaturePipeline(threads=3).transform_panel(panel)
+    pd.testing.assert_frame_equal(one, many, check_exact=True)
+    assert FeaturePipeline(threads=0).threads >= 1
+    with pytest.raises(FeatureError, match="threads must be >= 0"):
+        FeaturePipeline(threads=-1)
+    with pytest.raises(ValueError, match="fft_energy: window must be at least 6"):
+        FeaturePipeline(names=["fft_energy"], params={"fft_energy": {"window": 4}}, threads=3
+                        ).transform_panel(panel)  # fmt: skip
