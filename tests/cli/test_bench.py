@@ -84,3 +84,31 @@ def test_cpu_peak_memory_covers_weights_gradients_and_adam_state() -> None:
     assert r.peak_memory_mb >= 0.9 * state_mb
     assert r.mfu is None and r.peak_tflops is None
     assert with_peak(r, 2.0).mfu == pytest.approx(r.achieved_tflops / 2.0)
+
+
+def test_a_failing_torch_compile_is_reported_and_timed_eager(monkeypatch) -> None:
+    class _Broken(torch.nn.Module):
+        def forward(self, *args: object) -> None:
+            raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda model: _Broken())
+    cfg = ModelConfig(architecture="state_space", d_model=16, depth=1, n_heads=2, dropout=0)
+    r = profile_backbone(
+        cfg, seq_len=8, batch_size=2, n_features=3, steps=1, warmup=0, device="cpu", compile=True
+    )
+    assert not r.compiled
+    assert "torch.compile failed (RuntimeError: no C++ compiler found); ran eager" in r.note
+    assert r.samples_per_s > 0
+
+
+def test_checkpointing_flag_reaches_the_model(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    code, text = _run(
+        "--architecture", "state_space", "--seq-len", "8", "--batch-size", "2",
+        "--features", "3", "--steps", "1", "--warmup", "0", "--device", "cpu",
+        "--checkpointing", "--no-measure-peak", "--out", str(out), *TINY,
+    )  # fmt: skip
+    assert code == 0, text
+    figures = json.loads(out.read_text())
+    assert figures["activation_checkpointing"] is True
+    assert figures["mfu"] is None and "MFU │ -" in text.replace("  ", "")
