@@ -10,7 +10,7 @@ features run too) and times, as the median of ``--repeats`` runs:
   scatter back, assemble the DataFrame) for each indicator, for the four TA-Lib
   indicators together, and for the whole default set.
 
-    python benchmarks/features.py --symbols 10 --rows 200000 --repeats 5
+    python benchmarks/features.py --symbols 10 --rows 200000 --repeats 5 [--threads N]
 
 Prints a markdown table and writes ``benchmarks/results/features.md``.
 """
@@ -128,24 +128,30 @@ def machine_info() -> str:
     )
 
 
-def run(n_symbols: int, n_rows: int, repeats: int, ta_repeats: int) -> str:
+def _pipeline_ms(panel: pd.DataFrame, names: list[str] | None, threads: int, repeats: int) -> float:
+    pipeline = FeaturePipeline(names=names, threads=threads)
+    return _median_ms(lambda: pipeline.transform_panel(panel), repeats)
+
+
+def run(n_symbols: int, n_rows: int, repeats: int, ta_repeats: int, threads: int) -> str:
+    """Time everything on one panel; returns the markdown report."""
     panel = build_panel(n_symbols, n_rows)
     blocks = _blocks(panel)
     rows = []
-    ours_total = talib_total = 0.0
     for group in _GROUPS:
         ours = _median_ms(_over_blocks(_ours(group), blocks), repeats)
         ref = _median_ms(_over_blocks(_talib(group), blocks), repeats)
         ta_ms = _median_ms(_over_blocks(_ta(group), blocks), ta_repeats, warm=False)
-        pipe = _median_ms(
-            lambda g=group: FeaturePipeline(names=[g]).transform_panel(panel), repeats
-        )
-        ours_total += ours
-        talib_total += ref
-        rows.append((group, ours, pipe, ref, ta_ms))
-    four = _median_ms(lambda: FeaturePipeline(names=list(_GROUPS)).transform_panel(panel), repeats)
-    default = FeaturePipeline()
-    everything = _median_ms(lambda: default.transform_panel(panel), max(1, repeats // 2))
+        pipe1 = _pipeline_ms(panel, [group], 1, repeats)
+        pipe_n = _pipeline_ms(panel, [group], threads, repeats)
+        rows.append((group, ours, pipe1, pipe_n, ref, ta_ms))
+    ours_total = sum(r[1] for r in rows)
+    talib_total = sum(r[4] for r in rows)
+    four1 = _pipeline_ms(panel, list(_GROUPS), 1, repeats)
+    four_n = _pipeline_ms(panel, list(_GROUPS), threads, repeats)
+    everything1 = _pipeline_ms(panel, None, 1, max(1, repeats // 2))
+    everything_n = _pipeline_ms(panel, None, threads, max(1, repeats // 2))
+    default = FeaturePipeline(threads=1)
     default.transform_panel(panel)
     per_group = default.last_report.seconds
 
@@ -155,25 +161,27 @@ def run(n_symbols: int, n_rows: int, repeats: int, ta_repeats: int) -> str:
         machine_info(),
         "",
         f"Median of {repeats} runs ({ta_repeats} for `ta`), milliseconds for all symbols. "
-        "*kernel* = the computation on each symbol's contiguous arrays; *pipeline* = "
-        "`FeaturePipeline.transform_panel` end to end (symbol-major reorder, compute, "
-        "scatter back, DataFrame assembly).",
+        "*kernel* = our registered function on each symbol's contiguous arrays, one thread; "
+        "*pipeline* = `FeaturePipeline.transform_panel` end to end (symbol-major reorder, "
+        f"compute, scatter back, DataFrame assembly) on 1 and on {threads} threads. TA-Lib "
+        "and `ta` run on one thread.",
         "",
-        "| indicator | ours (kernel) | ours (pipeline) | TA-Lib | ta | kernel / TA-Lib "
-        "| pipeline / TA-Lib |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| indicator | ours (kernel) | pipeline, 1 thread | pipeline, "
+        f"{threads} threads | TA-Lib | ta | kernel / TA-Lib | pipeline ({threads}) / TA-Lib |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for group, ours, pipe, ref, ta_ms in rows:
+    for group, ours, pipe1, pipe_n, ref, ta_ms in rows:
         lines.append(
-            f"| {group} | {ours:.1f} | {pipe:.1f} | {ref:.1f} | {ta_ms:.1f} | {ours / ref:.2f}× "
-            f"| {pipe / ref:.2f}× |"
+            f"| {group} | {ours:.1f} | {pipe1:.1f} | {pipe_n:.1f} | {ref:.1f} | {ta_ms:.1f} "
+            f"| {ours / ref:.2f}× | {pipe_n / ref:.2f}× |"
         )
     lines += [
-        f"| **4 indicators** | {ours_total:.1f} | {four:.1f} | {talib_total:.1f} | — "
-        f"| {ours_total / talib_total:.2f}× | {four / talib_total:.2f}× |",
+        f"| **4 indicators** | {ours_total:.1f} | {four1:.1f} | {four_n:.1f} | {talib_total:.1f} "
+        f"| — | {ours_total / talib_total:.2f}× | {four_n / talib_total:.2f}× |",
         "",
-        f"Whole default set ({len(default.output_names)} columns, calendar included): "
-        f"{everything:.0f} ms through the pipeline. Per group (one run):",
+        f"Whole default set ({len(default.output_names)} columns, calendar included) through "
+        f"the pipeline: {everything1:.0f} ms on 1 thread, {everything_n:.0f} ms on {threads}. "
+        "Per group (one run, 1 thread):",
         "",
         "| group | ms |",
         "|---|---:|",
@@ -188,9 +196,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ta-repeats", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="pipeline threads (default: cores)"
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results" / "features.md")
     args = parser.parse_args()
-    report = run(args.symbols, args.rows, args.repeats, args.ta_repeats)
+    report = run(args.symbols, args.rows, args.repeats, args.ta_repeats, args.threads)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
