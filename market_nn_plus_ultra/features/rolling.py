@@ -116,10 +116,11 @@ def seeded_ema(x: np.ndarray, alpha: float, period: int, start: int = 0) -> np.n
     TA-Lib's EMA, ``alpha = 1/period`` Wilder's smoothing (RSI, ATR). (n,) → (n,).
     """
     n = len(x)
-    out = _nan(n)
     first = start + period - 1
     if start < 0 or n <= first:
-        return out
+        return _nan(n)
+    out = np.empty(n)
+    out[:first] = np.nan
     seed = float(np.mean(x[start : first + 1]))
     out[first] = seed
     if n > first + 1:

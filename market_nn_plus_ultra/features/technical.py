@@ -53,14 +53,15 @@ def rsi_14(close: np.ndarray, *, period: int = 14) -> np.ndarray:
     """
     change = np.diff(close)
     gain = np.maximum(change, 0.0)
-    loss = np.maximum(-change, 0.0)
+    loss = np.subtract(gain, change, out=change)  # max(-d, 0) = max(d, 0) - d, in place
     avg_gain = seeded_ema(gain, 1.0 / period, period)
-    avg_loss = seeded_ema(loss, 1.0 / period, period)
-    total = avg_gain + avg_loss
+    total = seeded_ema(loss, 1.0 / period, period)
+    total += avg_gain  # G + L
     out = np.empty(len(close))
     out[0] = np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(100.0 * avg_gain, total, out=out[1:])
+        np.divide(avg_gain, total, out=out[1:])
+    out *= 100.0
     out[1:][total == 0.0] = 50.0
     return out
 
