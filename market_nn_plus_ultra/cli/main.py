@@ -17,6 +17,7 @@ from .demo import demo
 from .report import report
 from .pretrain import pretrain
 from .train import train
+from .walkforward import walkforward
 
 app = typer.Typer(
     name="plus-ultra",
@@ -35,6 +36,7 @@ app.add_typer(bench_cmds.app, name="bench")
 app.command("report")(report)
 app.command("pretrain")(pretrain)
 app.command("train")(train)
+app.command("walkforward")(walkforward)
 
 
 def _version(value: bool) -> None:

@@ -26,18 +26,26 @@ __all__ = ["read_predictions", "walkforward_from_files", "write_walkforward"]
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read a predictions Parquet file (index or columns ``timestamp``, ``symbol``)."""
+    """Read a predictions file (.parquet or .csv; ``timestamp``, ``symbol`` as index or columns)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"predictions file {path} does not exist — write one with `plus-ultra predict`"
         )
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise ValueError(f"predictions file {path}: use .parquet or .csv, not {suffix!r}")
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable Parquet predictions file ({err})") from None
+        raise ValueError(f"predictions file {path} could not be read: {err}") from None
     if isinstance(frame.index, pd.MultiIndex):
         frame = frame.reset_index()
+    if "timestamp" in frame.columns:
+        try:
+            frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: column timestamp is not parseable ({err})") from None
     return frame
 
 

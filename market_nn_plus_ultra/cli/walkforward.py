@@ -1,0 +1,176 @@
+"""``plus-ultra walkforward``: a predictions file → per-fold metrics, summary, baselines beside."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from ..config import EvaluationConfig, field_help
+from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
+
+__all__ = ["walkforward"]
+
+# (summary key, column header): short headers keep the table within 80 columns.
+_COLUMNS = (
+    ("sharpe", "Sharpe"),
+    ("cagr", "CAGR"),
+    ("max_drawdown", "MaxDD"),
+    ("turnover", "Turn"),
+)
+
+
+def _help(name: str) -> str:
+    return field_help(EvaluationConfig, name)
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if key in ("cagr", "max_drawdown", "hit_rate"):
+        return f"{value:.1%}"
+    return f"{value:.2f}"
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    names = [n.strip() for value in values or [] for n in value.split(",") if n.strip()]
+    return list(dict.fromkeys(names)) if values is not None else None
+
+
+def _table(summary: dict[str, Any]) -> Table:
+    settings = summary["settings"]
+    table = Table(
+        title=f"Walk-forward: {summary['n_splits']} folds, train {settings['train_window']} / "
+        f"test {settings['test_window']} bars, costs {settings['cost_bps']:g} bps; "
+        f"out of sample {summary['strategies']['model']['stitched']['n_periods']} bars",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("strategy", no_wrap=True)
+    table.caption = "Sharpe/fold: mean ± std over folds; P(beat): P(model Sharpe > row's)"
+    for _, header in _COLUMNS:
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("Sharpe/fold", justify="right", no_wrap=True)
+    table.add_column("P(beat)", justify="right", no_wrap=True)
+    beat = summary.get("bootstrap", {}).get("prob_model_sharpe_exceeds", {})
+    for name, stats in summary["strategies"].items():
+        stitched = stats["stitched"]
+        spread = f"{_fmt(stats['split_mean']['sharpe'])} ± {_fmt(stats['split_std']['sharpe'])}"
+        table.add_row(
+            f"[bold]{name}[/]" if name == "model" else name,
+            *[_fmt(stitched[k], k) for k, _ in _COLUMNS],
+            spread,
+            _fmt(beat.get(name)) if name != "model" else "",
+        )
+    return table
+
+
+def walkforward(
+    predictions: Annotated[
+        Path,
+        typer.Option(
+            "--predictions", "-p", help="Predictions file (.parquet or .csv).", show_default=False
+        ),
+    ],
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="SQLite database with the symbols' OHLCV bars; needed by the ridge and "
+            "lightgbm baselines (without it they are skipped).",
+        ),
+    ] = None,
+    train_window: Annotated[
+        int | None, typer.Option("--train-window", help=_help("train_window"))
+    ] = None,
+    test_window: Annotated[
+        int | None, typer.Option("--test-window", help=_help("test_window"))
+    ] = None,
+    step: Annotated[int | None, typer.Option("--step", help=_help("step"))] = None,
+    embargo: Annotated[int | None, typer.Option("--embargo", help=_help("embargo"))] = None,
+    cost_bps: Annotated[float | None, typer.Option("--cost-bps", help=_help("cost_bps"))] = None,
+    baselines: Annotated[
+        list[str] | None,
+        typer.Option("--baselines", help=_help("baselines") + " Comma-separated or repeated."),
+    ] = None,
+    regime_column: Annotated[
+        str | None, typer.Option("--regime-column", help=_help("regime_column"))
+    ] = None,
+    bootstrap: Annotated[
+        bool,
+        typer.Option(
+            "--bootstrap/--no-bootstrap",
+            help="Add stationary-bootstrap intervals and P(model Sharpe > baseline).",
+        ),
+    ] = True,
+    metrics_output: Annotated[
+        Path, typer.Option("--metrics-output", help="Per-fold metrics Parquet (atomic).")
+    ] = Path("outputs/walkforward/per_split.parquet"),
+    summary_output: Annotated[
+        Path, typer.Option("--summary-output", help="Summary JSON (atomic).")
+    ] = Path("outputs/walkforward/summary.json"),
+    regimes_output: Annotated[
+        Path | None,
+        typer.Option("--regimes-output", help="Per-regime metrics Parquet (when labelled)."),
+    ] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Walk-forward backtest of a predictions file with baselines on the same folds and costs.
+
+    Cuts the predictions' bars into purged folds (train window, embargo, test window),
+    scores the model's positions and every baseline on each test window, and prints the
+    stitched out-of-sample metrics side by side. The model is not refitted (no --retrain
+    here); the ridge and lightgbm baselines are refitted on every fold's training bars.
+
+    Example: plus-ultra walkforward --predictions predictions.parquet --db market.db
+    --train-window 252 --test-window 63 --cost-bps 5
+    """
+    from ..evaluation.walkforward_io import walkforward_from_files, write_walkforward
+
+    with user_errors():
+        cfg = load(
+            config,
+            overrides,
+            **{
+                "data.sqlite_path": db,
+                "evaluation.train_window": train_window,
+                "evaluation.test_window": test_window,
+                "evaluation.step": step,
+                "evaluation.embargo": embargo,
+                "evaluation.cost_bps": cost_bps,
+                "evaluation.baselines": _names(baselines),
+                "evaluation.regime_column": regime_column,
+            },
+        )
+        with progress() as bar:
+            task = bar.add_task("reading predictions", total=None)
+            result = walkforward_from_files(
+                predictions,
+                cfg.evaluation,
+                cfg.data if db is not None else None,
+                bootstrap=bootstrap,
+                seed=cfg.seed,
+                on_step=lambda message: bar.update(task, description=message),
+            )
+            bar.update(task, description="writing outputs")
+            paths = write_walkforward(result, metrics_output, summary_output, regimes_output)
+    out.print(_table(result.summary))
+    boot = result.summary.get("bootstrap")
+    if boot:
+        sharpe = boot["model"]["sharpe"]
+        out.print(
+            f"model Sharpe {_fmt(sharpe['estimate'])}, {boot['level']:.0%} interval "
+            f"[{_fmt(sharpe['low'])}, {_fmt(sharpe['high'])}] (stationary bootstrap, "
+            f"{boot['reps']} resamples, mean block {boot['block_length']:.1f} bars)",
+            highlight=False,
+        )
+    for name, reason in result.summary["skipped_baselines"].items():
+        console.print(f"[yellow]skipped[/] baseline {name}: {reason}", highlight=False)
+    labels = ("per-fold metrics", "summary", "per-regime metrics")
+    for label, path in zip(labels, paths, strict=False):
+        wrote(label, path)
