@@ -37,11 +37,52 @@ from ..windows import (
     purged_splits,
 )
 
-__all__ = ["MarketDataModule", "ResumableBatchSampler"]
+__all__ = ["MarketDataModule", "ResumableBatchSampler", "normaliser_from_state", "normaliser_state"]
 
 log = logging.getLogger(__name__)
 
 _SPLITS = ("train", "val", "test")
+
+
+def normaliser_state(normaliser: Normaliser, symbols: list[str]) -> dict[str, Any]:
+    """``train_zscore`` statistics as checkpoint-safe tensors, labelled by symbol name."""
+
+    def tensor(array: np.ndarray | None) -> torch.Tensor | None:
+        return None if array is None else torch.from_numpy(np.array(array, dtype=np.float32))
+
+    return {
+        "symbols": list(symbols),
+        "rows": [normaliser.rows.start, normaliser.rows.stop],
+        "mean": tensor(normaliser.mean),  # (S, F)
+        "std": tensor(normaliser.std),
+        "context_mean": tensor(normaliser.context_mean),  # (S, C) or None
+        "context_std": tensor(normaliser.context_std),
+    }
+
+
+def normaliser_from_state(state: dict[str, Any], symbols: list[str]) -> Normaliser:
+    """The :class:`Normaliser` of :func:`normaliser_state`, rows reordered to ``symbols``.
+
+    Statistics are per (symbol, feature), so every symbol must have been a training one.
+    """
+    known = list(state["symbols"])
+    unknown = [s for s in symbols if s not in known]
+    if unknown:
+        raise ValueError(
+            f"symbols {unknown} were not in the training run (windows.normalise=train_zscore "
+            f"keeps statistics per symbol for {known}) — predict for those symbols, or train "
+            "with windows.normalise=window_zscore to predict for new ones"
+        )
+    order = [known.index(s) for s in symbols]
+
+    def rows(key: str) -> np.ndarray | None:
+        value = state.get(key)
+        return None if value is None else value.numpy()[order]
+
+    start, stop = state["rows"]
+    return Normaliser(
+        rows("mean"), rows("std"), range(start, stop), rows("context_mean"), rows("context_std")
+    )
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -287,15 +328,20 @@ class MarketDataModule(L.LightningDataModule):
     # Lightning builds the train loader before it restores a checkpoint (to count the
     # steps the LR schedule spans), so the loader's position travels with the DataModule.
     def state_dict(self) -> dict[str, Any]:
-        """The training loader's position: ``{"epoch", "consumed"}`` batches (for resume)."""
+        """The training loader's position ``{"epoch", "consumed"}`` (for resume), and the
+        ``train_zscore`` statistics as ``normaliser`` (inference scales new rows by them)."""
         loader = self._loaders.get("train")
-        return dict(loader.state_dict()) if isinstance(loader, _StatefulLoader) else {}
+        state = dict(loader.state_dict()) if isinstance(loader, _StatefulLoader) else {}
+        if self.normaliser is not None:
+            state["normaliser"] = normaliser_state(self.normaliser, self.symbols)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue the training data order where a checkpointed run stopped."""
-        if not state_dict:
+        position = {k: int(v) for k, v in state_dict.items() if k in ("epoch", "consumed")}
+        if not position:
             return
-        self._resume_state = {k: int(v) for k, v in state_dict.items()}
+        self._resume_state = position
         loader = self._loaders.get("train")
         if isinstance(loader, _StatefulLoader):
             loader.load_state_dict(self._resume_state)

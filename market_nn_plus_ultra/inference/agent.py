@@ -1,0 +1,348 @@
+"""``Agent``: a trained run's checkpoint → the predictions frame of DESIGN.md.
+
+    agent = Agent.from_checkpoint("outputs/run")          # best.ckpt, else last.ckpt
+    frame = agent.predict("data/market.db", start="2024-01-01")
+    frame.columns  # timestamp, symbol, position, forecast, [probs, quantiles], realised_return, …
+
+The data path is the training one, reused piece by piece: ``compute_features`` (panel
+read, alternative-data join, feature pipeline) with the run's ``data``/``features``
+sections, ``build_tensors`` with its ``windows`` section and the model's feature columns
+(from ``model_info.json``), and :class:`SlidingWindowDataset` with the same
+normalisation — ``train_zscore`` statistics come from the checkpoint, fitted on the
+training split only. Every (timestamp, symbol) cell with a full window gets a prediction;
+a window ending at t reads rows ``t-W+1 .. t`` only, and every feature is causal, so a
+prediction at t uses data up to t.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Config, ModelConfig, load_config
+from ..features.compute import compute_features
+from ..models import HeadOutput, TradingModel, build_model
+from ..training import CheckpointError, MarketDataModule
+from ..training.data import normaliser_from_state
+from ..windows import MarketTensors, Normaliser, SlidingWindowDataset, build_tensors
+from .benchmark import benchmark_returns
+
+__all__ = ["Agent", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINTS = ("best.ckpt", "last.ckpt")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → ``cuda:0`` when a GPU is visible, else ``cpu``; other names as given."""
+    if str(device) == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r}: {err} — use cpu, cuda:0 or auto") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible — use --device cpu")
+    return resolved
+
+
+def _find_checkpoint(path: Path) -> tuple[Path, Path]:
+    """``(checkpoint file, run folder)`` for a run folder or a ``.ckpt`` inside one."""
+    if path.is_dir():
+        for name in _CHECKPOINTS:
+            if (path / name).is_file():
+                return path / name, path
+        present = sorted(p.name for p in path.glob("*.ckpt"))
+        raise CheckpointError(
+            f"{path}: no best.ckpt or last.ckpt in this folder (checkpoints present: "
+            f"{present or 'none'}) — pass the training.checkpoint_dir of a `plus-ultra train` "
+            "run, or one of its .ckpt files"
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist — pass a run folder (training.checkpoint_dir) "
+            "or a .ckpt file inside it"
+        )
+    # steps/step-*.ckpt sit one folder below the run's config.yaml
+    for folder in (path.parent, path.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return path, folder
+    return path, path.parent
+
+
+def _read_run_file(run: Path, name: str, ckpt: Path) -> Path:
+    path = run / name
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing: {ckpt} needs the {name} that `plus-ultra train` writes beside "
+            "it (the model's data pipeline) — copy the whole run folder, not the .ckpt alone"
+        )
+    return path
+
+
+@dataclass
+class Agent:
+    """A trained model with the data pipeline it was trained on, ready to predict.
+
+    ``config``: the run's resolved config; ``model_info``: ``model_info.json`` (feature
+    columns, symbols, window, horizon, …); ``normaliser_state``: the ``train_zscore``
+    statistics saved with the checkpoint (``None`` for other normalisations).
+    """
+
+    model: TradingModel
+    config: Config
+    model_info: dict[str, Any]
+    checkpoint: Path
+    device: torch.device
+    normaliser_state: dict[str, Any] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Agent:
+        """Restore a `plus-ultra train` run: a run folder (best.ckpt, else last.ckpt) or a
+        ``.ckpt`` in it, with ``config.yaml`` and ``model_info.json`` beside it.
+
+        Raises :class:`~market_nn_plus_ultra.training.CheckpointError` naming the file and
+        what is missing or does not fit.
+        """
+        ckpt_path, run = _find_checkpoint(Path(path))
+        config = load_config(_read_run_file(run, "config.yaml", ckpt_path))
+        info = json.loads(_read_run_file(run, "model_info.json", ckpt_path).read_text())
+        for key in ("feature_columns", "n_features", "window"):
+            if key not in info:
+                raise CheckpointError(
+                    f"{run / 'model_info.json'} has no {key!r} — it was not written by "
+                    "`plus-ultra train`; retrain to get a complete run folder"
+                )
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a truncated or foreign file: say which and why
+            raise CheckpointError(f"{ckpt_path}: not a readable checkpoint ({err})") from None
+        hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+        if "model" not in hp or "state_dict" not in ckpt:
+            raise CheckpointError(
+                f"{ckpt_path}: not a `plus-ultra train` checkpoint (no model hyper-parameters "
+                "or weights) — a pretrained backbone.pt warm-starts `plus-ultra train`; "
+                "predict from the trained run's folder"
+            )
+        if int(hp.get("n_features", info["n_features"])) != int(info["n_features"]):
+            raise CheckpointError(
+                f"{ckpt_path} has {hp['n_features']} input features but model_info.json lists "
+                f"{info['n_features']} — the checkpoint and the run folder do not belong together"
+            )
+        model_cfg = ModelConfig.model_validate({**hp["model"], "compile": False})
+        model = build_model(model_cfg, int(info["n_features"]))
+        prefix = "model."
+        weights = {
+            k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)
+        }
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{ckpt_path}: weights do not fit model {model_cfg.architecture}/{model_cfg.head}"
+                f" — missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        config.model = model_cfg
+        state = ckpt.get(MarketDataModule.__qualname__, {}) or {}
+        resolved = resolve_device(device)
+        model.to(resolved).eval()
+        return cls(model, config, info, ckpt_path, resolved, state.get("normaliser"))
+
+    # ----------------------------------------------------------------------------------
+    # What the model reads
+    # ----------------------------------------------------------------------------------
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The panel columns behind the model's F input channels, in order."""
+        return list(self.model_info["feature_columns"])
+
+    @property
+    def window(self) -> int:
+        """Bars W each prediction reads (rows t-W+1 .. t)."""
+        return int(self.model_info["window"])
+
+    def _normaliser(self, symbols: list[str]) -> Normaliser | None:
+        if self.config.windows.normalise != "train_zscore":
+            return None
+        if self.normaliser_state is None:
+            # An older checkpoint without the statistics: refit them exactly as training did.
+            log.warning(
+                "%s has no normaliser statistics; refitting on its training split", self.checkpoint
+            )
+            dm = MarketDataModule(self.config)
+            dm.setup()
+            from ..training.data import normaliser_state
+
+            self.normaliser_state = normaliser_state(dm.normaliser, dm.symbols)
+        return normaliser_from_state(self.normaliser_state, symbols)
+
+    def tensors(
+        self, db: str | Path | None = None, symbols: Sequence[str] | None = None
+    ) -> MarketTensors:
+        """Panel → features → tensors for ``db`` exactly as the training run built them.
+
+        Reads from the run's ``data.start`` (so warm-up-dependent features match training)
+        to the newest bar. ``symbols``: default the run's ``data.symbols``.
+        """
+        cfg = self.config
+        data = cfg.data.model_copy(
+            update={
+                "sqlite_path": Path(db) if db is not None else cfg.data.sqlite_path,
+                "symbols": list(symbols) if symbols else cfg.data.symbols,
+                "end": None,
+            }
+        )
+        panel, _ = compute_features(data, cfg.features)
+        columns = self.feature_columns
+        missing = [c for c in columns if c not in panel.columns]
+        if missing:
+            raise ValueError(
+                f"{data.sqlite_path}: the model reads feature column(s) {missing[:8]} that the "
+                "panel lacks — the database needs the same indicators and alt_* tables as "
+                f"the training database ({cfg.data.sqlite_path}); columns present: "
+                f"{sorted(map(str, panel.columns))[:20]}"
+            )
+        windows = cfg.windows.model_copy(update={"feature_columns": columns})
+        return build_tensors(panel, windows)
+
+    # ----------------------------------------------------------------------------------
+    # Predicting
+    # ----------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        db: str | Path | None = None,
+        symbols: Sequence[str] | None = None,
+        start: str | pd.Timestamp | None = None,
+        end: str | pd.Timestamp | None = None,
+        *,
+        batch_size: int = 1024,
+        benchmark: str | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> pd.DataFrame:
+        """Predictions for every (timestamp, symbol) with a full window, ``start..end``.
+
+        Returns one row per cell, sorted by (timestamp, symbol): ``timestamp`` (UTC),
+        ``symbol``, ``position`` in [-1, 1] (held over (t, t+1]), ``forecast`` (expected
+        simple return t → t+1), ``prob_down/prob_flat/prob_up`` and ``q05/q50/q95``-style
+        quantile columns (first forecast step) when the head has them, ``realised_return``
+        (simple close-to-close return t → t+1 on the symbol's own bars; NaN on its last
+        bar) and ``benchmark_return`` (see :func:`~.benchmark.benchmark_returns`).
+        ``on_batch(done, total)`` is called after each batch (progress bars).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        tensors = self.tensors(db, symbols)
+        windows = self.config.windows.model_copy(update={"stride": 1, "symbols_per_item": "one"})
+        dataset = SlidingWindowDataset.from_config(
+            tensors,
+            windows,
+            normaliser=self._normaliser(list(tensors.symbols)),
+            require_targets=False,
+        )
+        t, s = dataset.item_keys()
+        stamps = tensors.timestamps[t]
+        keep = np.ones(len(t), dtype=bool)
+        if start is not None:
+            keep &= stamps >= _utc(start, "start")
+        if end is not None:
+            keep &= stamps <= _utc(end, "end")
+        items = np.flatnonzero(keep)
+        outputs = self._run(dataset, items, batch_size, on_batch)
+        t, s = t[items], s[items]
+        frame = pd.DataFrame(
+            {
+                "timestamp": tensors.timestamps[t],
+                "symbol": np.asarray(tensors.symbols, dtype=object)[s],
+                **outputs,
+                "realised_return": _realised(tensors, t, s),
+            }
+        )
+        db_path = Path(db) if db is not None else self.config.data.sqlite_path
+        frame["benchmark_return"] = benchmark_returns(frame, db_path, benchmark)
+        return frame.sort_values(["timestamp", "symbol"], ignore_index=True)
+
+    def _run(
+        self,
+        dataset: SlidingWindowDataset,
+        items: np.ndarray,
+        batch_size: int,
+        on_batch: Callable[[int, int], None] | None,
+    ) -> dict[str, np.ndarray]:
+        """Forward every window in ``items`` in batches; per-output float64 columns."""
+        device, cuda = self.device, self.device.type == "cuda"
+        use_state = self.config.model.market_state_embedding
+        parts: list[dict[str, np.ndarray]] = []
+        total = -(-len(items) // batch_size)
+        for k in range(total):
+            batch = dataset.batch(items[k * batch_size : (k + 1) * batch_size])
+            x = batch["x"].to(device, non_blocking=cuda)  # (B, W, F)
+            state = None
+            if use_state and "regime" in batch:
+                # as in training: the end row's regime label (known at t) on every step
+                regime = batch["regime"].to(device).clamp_min(0)  # (B,)
+                state = {"regime": regime[:, None].expand(-1, x.shape[1])}  # (B, W)
+            with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+                out = self.model(x, state)
+            parts.append(self._columns(out))
+            if on_batch is not None:
+                on_batch(k + 1, total)
+        if not parts:  # no window in range: the same columns, zero rows
+            n_features = int(self.model_info["n_features"])
+            x = torch.zeros(1, self.window, n_features, device=device)
+            with torch.inference_mode():
+                return {k: v[:0] for k, v in self._columns(self.model(x)).items()}
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def _columns(self, out: HeadOutput) -> dict[str, np.ndarray]:
+        """The head's outputs as predictions-file columns (step 1 of multi-step outputs)."""
+        columns = {
+            "position": np.clip(_host(out.position), -1.0, 1.0),
+            "forecast": _host(out.forecast[:, 0]),
+        }
+        if out.probs is not None:
+            p = _host(out.probs)  # (B, 3): down, flat, up
+            columns.update(prob_down=p[:, 0], prob_flat=p[:, 1], prob_up=p[:, 2])
+        if out.quantiles is not None:
+            q = _host(out.quantiles[:, 0, :])  # (B, Q) at the first forecast step
+            for j, level in enumerate(self.config.model.quantiles):
+                columns[_quantile_name(level)] = q[:, j]
+        return columns
+
+
+def _host(value: torch.Tensor) -> np.ndarray:
+    return value.detach().float().cpu().numpy().astype(np.float64)
+
+
+def _quantile_name(level: float) -> str:
+    """``0.05`` → ``q05``, ``0.5`` → ``q50``, ``0.975`` → ``q97_5``."""
+    pct = round(level * 100, 6)
+    return f"q{int(pct):02d}" if pct == int(pct) else "q" + f"{pct:g}".replace(".", "_")
+
+
+def _utc(value: str | pd.Timestamp, name: str) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--{name} {value!r}: not a timestamp ({err}) — use ISO-8601") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _realised(tensors: MarketTensors, t: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Simple return t → t+1 of each (t, s) cell; NaN where the next close is unknown."""
+    if not len(t):
+        return np.empty(0)
+    value = np.asarray(tensors.targets[t, s, 0], dtype=np.float64)
+    known = np.asarray(tensors.target_mask[t, s, 0], dtype=bool)
+    if tensors.target == "log_return":
+        value = np.expm1(value)
+    return np.where(known, value, np.nan)
