@@ -22,6 +22,15 @@ from market_nn_plus_ultra.models.profiling import (
 TINY = ["--d-model", "32", "--depth", "2", "--set", "model.n_heads=4", "--set", "model.dropout=0"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: a second intra-op thread only adds contention on a shared 2-core box
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _run(*args: str) -> tuple[int, str]:
     """Exit code and the output with line wrapping undone."""
     result = CliRunner().invoke(app, ["bench", "profile", *args])

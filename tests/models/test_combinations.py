@@ -40,6 +40,15 @@ def _cfg(architecture: str, head: str = "regression", **overrides: object) -> Mo
     return ModelConfig(**base)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: a second intra-op thread only adds contention on a shared 2-core box
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_the_registries_hold_the_five_backbones_and_five_heads() -> None:
     assert ARCHITECTURES == [
         "hybrid_transformer",
