@@ -115,8 +115,8 @@ def backtest(
         typer.Option(
             "--cost-bps",
             min=0,
-            help="Cost per unit |Δposition| in bps [config: evaluation.cost_bps, or "
-            "simulation.cost_bps with --simulator].",
+            help="Cost per unit |Δposition| in bps (config: evaluation.cost_bps, or "
+            "simulation.cost_bps with --simulator).",
         ),
     ] = None,
     simulator: Annotated[
@@ -124,13 +124,13 @@ def backtest(
         typer.Option(
             "--simulator/--no-simulator",
             help="Run the execution simulator (spread, impact, fills, latency, funding, "
-            "limits) [config: simulation.enabled].",
+            "limits) (config: simulation.enabled).",
         ),
     ] = False,
     scenarios: Annotated[
         int | None,
         typer.Option(
-            "--scenarios", min=0, help="Stress paths to simulate [config: simulation.scenarios]."
+            "--scenarios", min=0, help="Stress paths to simulate (config: simulation.scenarios)."
         ),
     ] = None,
     seed: Annotated[

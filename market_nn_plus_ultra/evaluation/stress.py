@@ -199,7 +199,9 @@ def simulate_backtest(
         gross=pd.Series(as_np["gross"], index=index, name="gross_return"),
         costs=pd.Series(as_np["cost"], index=index, name="cost"),
         turnover=pd.Series(as_np["turnover"], index=index, name="turnover"),
-        net_by_row=sim.net[0].cpu().numpy()[panel.ts_codes, panel.sym_codes],
+        net_by_row=np.where(sim.known[0].cpu().numpy(), sim.net[0].cpu().numpy(), np.nan)[
+            panel.ts_codes, panel.sym_codes
+        ],
     )
     valid = result.returns.notna().to_numpy()
     frame = (

@@ -58,9 +58,9 @@ class ExecutionResult:
     positions: Tensor  # held over (t, t+1] after this bar's fill
     fills: Tensor  # position units traded at bar t (signed)
     costs: dict[str, Tensor]  # COST_KINDS → charge as a return on the slot (positive = paid)
-    gross: Tensor  # positions · returns (NaN where the return is unknown)
-    net: Tensor  # gross − all costs (NaN where the return is unknown)
-    known: Tensor  # bool: the return is known (these rows enter the portfolio)
+    gross: Tensor  # positions · returns (0 where the return is unknown)
+    net: Tensor  # gross − all costs (0 where the return is unknown)
+    known: Tensor  # bool: the return is known (only these rows enter the portfolio)
     portfolio: Tensor  # [B, T] mean net over known symbols (NaN where none)
     portfolio_gross: Tensor  # [B, T]
     portfolio_costs: Tensor  # [B, T] mean total cost over known symbols
@@ -70,13 +70,20 @@ class ExecutionResult:
         """Mean charge of one cost kind over the known symbols, ``[B, T]``."""
         if kind not in self.costs:
             raise KeyError(f"unknown cost kind {kind!r}; kinds: {list(self.costs)}")
-        return _known_mean(self.costs[kind], self.known)
+        weight = self.known.to(self.net.dtype)
+        return _symbol_mean(self.costs[kind] * weight, weight @ _ones_like_symbols(weight))
 
 
-def _known_mean(values: Tensor, known: Tensor, count: Tensor | None = None) -> Tensor:
-    """Mean over symbols of ``values`` where ``known`` (NaN where no symbol is known)."""
-    total = torch.where(known, values, 0.0).sum(dim=-1)  # (B, T)
-    count = known.sum(dim=-1) if count is None else count
+def _ones_like_symbols(values: Tensor) -> Tensor:
+    return torch.ones(values.shape[-1], dtype=values.dtype, device=values.device)
+
+
+def _symbol_mean(zeroed: Tensor, count: Tensor) -> Tensor:
+    """Mean over symbols ``[B, T]`` of ``zeroed`` (0 off the mask) given the mask's ``count``.
+
+    A matrix-vector product with ones sums the small last dim ~10× faster than ``sum(-1)``.
+    """
+    total = zeroed @ _ones_like_symbols(zeroed)  # (B, T)
     return torch.where(count > 0, total / count.clamp(min=1), float("nan"))
 
 
@@ -130,7 +137,8 @@ def _apply_limits(targets: Tensor, present: Tensor, cfg: SimulationConfig) -> Te
     if cfg.max_position is not None:
         targets = targets.clamp(-cfg.max_position, cfg.max_position)
     if cfg.max_gross is not None:
-        gross = _known_mean(targets.abs(), present)  # (B, T) leverage of the account
+        weight = present.to(targets.dtype)
+        gross = _symbol_mean(targets.abs() * weight, weight @ _ones_like_symbols(weight))  # (B, T)
         scale = torch.where(
             gross > cfg.max_gross, cfg.max_gross / gross, torch.ones_like(gross)
         ).nan_to_num(1.0)
@@ -213,7 +221,8 @@ def simulate_execution(
 
     wanted = effective_targets(targets, cfg.latency_bars, cfg.latency_probs, initial, generator)
     wanted = _apply_limits(wanted, present, cfg)
-    n_present = present.sum(dim=-1, keepdim=True).clamp(min=1).to(targets.dtype)  # (B, T, 1)
+    on = present.to(targets.dtype)
+    n_present = (on @ _ones_like_symbols(on)).clamp(min=1).unsqueeze(-1)  # (B, T, 1)
     slot = cfg.capital / n_present  # currency per symbol
     if cfg.participation_cap is not None:
         volume = _require(
@@ -269,19 +278,21 @@ def simulate_execution(
         if costs[kind] is not zero:
             total_cost = total_cost + costs[kind]
     known = present & ~torch.isnan(returns)
-    count = known.sum(dim=-1)  # (B, T)
-    gross = held * returns
-    net = gross - total_cost
+    weight = known.to(held.dtype)
+    count = weight @ _ones_like_symbols(weight)  # (B, T) symbols in the portfolio
+    gross = torch.where(known, held * returns, 0.0)
+    charged = total_cost * weight
+    net = gross - charged
     return ExecutionResult(
         targets=wanted,
         positions=held,
         fills=fills,
         costs=costs,
-        gross=torch.where(known, gross, float("nan")),
-        net=torch.where(known, net, float("nan")),
+        gross=gross,
+        net=net,
         known=known,
-        portfolio=_known_mean(net, known, count),
-        portfolio_gross=_known_mean(gross, known, count),
-        portfolio_costs=_known_mean(total_cost, known, count),
-        turnover=_known_mean(size, known, count),
+        portfolio=_symbol_mean(net, count),
+        portfolio_gross=_symbol_mean(gross, count),
+        portfolio_costs=_symbol_mean(charged, count),
+        turnover=_symbol_mean(size * weight, count),
     )

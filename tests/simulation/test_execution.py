@@ -184,3 +184,24 @@ def test_missing_inputs_name_the_option():
         simulate_execution(targets, targets, SimulationConfig(impact_coef=0.1))
     with pytest.raises(ValueError, match="latency_probs"):
         SimulationConfig(latency_bars=[0, 1], latency_probs=[0.5])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    cfg = SimulationConfig(
+        cost_bps=4, half_spread_bps=1, impact_coef=0.3, participation_cap=0.2, capital=1e5
+    )
+    gen = torch.Generator().manual_seed(4)
+    targets = torch.rand(8, 50, 5, generator=gen, dtype=torch.float64) * 2 - 1
+    returns = torch.randn(8, 50, 5, generator=gen, dtype=torch.float64) / 100
+    extra = {
+        "volatility": torch.full_like(targets, 0.01),
+        "dollar_volume": torch.rand(8, 50, 5, generator=gen, dtype=torch.float64) * 1e5,
+    }
+    extra["adv"] = extra["dollar_volume"]
+    cpu = simulate_execution(targets, returns, cfg, **extra)
+    gpu = simulate_execution(
+        targets.cuda(), returns.cuda(), cfg, **{k: v.cuda() for k, v in extra.items()}
+    )
+    torch.testing.assert_close(gpu.portfolio.cpu(), cpu.portfolio, rtol=1e-10, atol=1e-12)
