@@ -57,14 +57,28 @@ class _Log:
     """Collects breach rows rule by rule (vectorised: one block per rule)."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        self.stamps = frame["timestamp"].to_numpy()
+        self.stamps = pd.DatetimeIndex(frame["timestamp"])
         self.symbols = frame["symbol"].to_numpy()
         self.blocks: list[pd.DataFrame] = []
 
-    def add(self, rule: str, before: np.ndarray, after: np.ndarray, detail: pd.Series) -> None:
+    def add(
+        self, rule: str, before: np.ndarray, after: np.ndarray, *detail: str | np.ndarray
+    ) -> None:
+        """Log the rows ``rule`` changed; ``detail`` parts are text or per-row values.
+
+        Per-row values (numbers or labels) are formatted for the changed rows only.
+        """
         changed = np.abs(after - before) > _TOL
         if not changed.any():
             return
+        text = pd.Series("", index=np.flatnonzero(changed), dtype=object)
+        for part in detail:
+            if isinstance(part, str):
+                text = text + part
+            elif part.dtype.kind == "f":
+                text = text + pd.Series(np.round(part[changed], 4), index=text.index).astype(str)
+            else:
+                text = text + pd.Series(part[changed], index=text.index).astype(str)
         self.blocks.append(
             pd.DataFrame(
                 {
@@ -73,7 +87,7 @@ class _Log:
                     "rule": rule,
                     "before": before[changed],
                     "after": after[changed],
-                    "detail": detail.to_numpy()[changed],
+                    "detail": text.to_numpy(dtype=object),
                 }
             )
         )
@@ -82,10 +96,6 @@ class _Log:
         if not self.blocks:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in BREACH_COLUMNS})
         return pd.concat(self.blocks, ignore_index=True)
-
-
-def _fmt(values: np.ndarray) -> pd.Series:
-    return pd.Series(np.round(values, 4)).astype(str)
 
 
 def _per_bar(codes: np.ndarray, values: np.ndarray, n_bars: int) -> np.ndarray:
@@ -125,8 +135,8 @@ def _sector_caps(
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(gross > cap, cap / gross, 1.0)
     after = pos * factor
-    detail = "sector " + sector.fillna("").astype(str) + " gross " + _fmt(gross) + " > cap "
-    log.add("sector_cap", pos, after, detail + _fmt(cap))
+    names = sector.fillna("").to_numpy(dtype=object)
+    log.add("sector_cap", pos, after, "sector ", names, " gross ", gross, " > cap ", cap)
     return after
 
 
@@ -144,7 +154,7 @@ def _scale_exposure(
             factor = np.where(level > cap, cap / level, 1.0)
         after = pos * factor[codes]
         word = "gross" if rule == "max_gross" else "|net|"
-        log.add(rule, pos, after, f"{word} exposure " + _fmt(level[codes]) + f" > {cap:g}")
+        log.add(rule, pos, after, f"{word} exposure ", level[codes], f" > {cap:g}")
         pos = after
     return pos
 
@@ -197,20 +207,19 @@ def _limit_turnover(
     forced[t_codes, s_codes] = flat
     held = np.zeros(len(symbols))
     adjusted = target.copy()
+    level = np.zeros(n_bars)  # turnover each bar asked for
     # Sequential by nature: the cap limits the move from the *adjusted* previous
     # position, so each bar depends on the last. One vectorised step per bar.
     for t in range(n_bars):
         present = ~np.isnan(target[t])
         move = np.where(forced[t, present], 0.0, target[t, present] - held[present])
-        turnover = np.abs(target[t, present] - held[present]).mean()
+        turnover = level[t] = np.abs(target[t, present] - held[present]).mean()
         if turnover > cap:
             new = np.where(forced[t, present], 0.0, held[present] + move * cap / turnover)
             adjusted[t, present] = new
         held[present] = adjusted[t, present]
     after = adjusted[t_codes, s_codes]
-    log.add(
-        "max_turnover", pos, after, pd.Series(f"turnover above {cap:g} per bar", index=frame.index)
-    )
+    log.add("max_turnover", pos, after, "turnover ", level[t_codes], f" > {cap:g}: trades scaled")
     return after
 
 
@@ -240,7 +249,7 @@ def apply_guardrails(
 
     if cfg.max_position is not None:
         after = np.clip(pos, -cfg.max_position, cfg.max_position)
-        log.add("max_position", pos, after, "|position| " + _fmt(pos) + f" > {cfg.max_position:g}")
+        log.add("max_position", pos, after, "|position| ", pos, f" > {cfg.max_position:g}")
         pos = after
     pos = _sector_caps(frame, pos, n[codes], cfg, sectors, log)
     pos = _scale_exposure(codes, pos, n, cfg, log)
@@ -255,8 +264,8 @@ def apply_guardrails(
             loss = -_rolling_cvar(past, cfg.cvar_window, cfg.cvar_alpha)
             hit = np.nan_to_num(loss, nan=0.0) > cfg.cvar_limit
             after = np.where(hit[codes], pos * cfg.cvar_derisk, pos)
-            detail = f"CVaR{cfg.cvar_alpha:g} loss " + _fmt(loss[codes]) + f" > {cfg.cvar_limit:g}"
-            log.add("cvar", pos, after, detail)
+            limit = f" > {cfg.cvar_limit:g}"
+            log.add("cvar", pos, after, f"CVaR{cfg.cvar_alpha:g} loss ", loss[codes], limit)
             pos = after
         if cfg.drawdown_stop is not None:
             wealth = np.cumprod(1.0 + past)  # wealth at bar t from returns up to t-1
@@ -264,8 +273,8 @@ def apply_guardrails(
             dd = wealth / np.maximum.accumulate(wealth) - 1.0
             flat = stop[codes]
             after = np.where(flat, 0.0, pos)
-            detail = "drawdown " + _fmt(dd[codes]) + f" beyond -{cfg.drawdown_stop:g}: flat"
-            log.add("drawdown_stop", pos, after, detail)
+            limit = f" beyond -{cfg.drawdown_stop:g}: flat"
+            log.add("drawdown_stop", pos, after, "drawdown ", dd[codes], limit)
             pos = after
     if cfg.max_turnover is not None and len(pos):
         pos = _limit_turnover(frame, pos, flat, cfg.max_turnover, log)
