@@ -14,8 +14,9 @@ from ._common import setup_logging
 from .audit import audit
 from .backtest import backtest
 from .demo import demo
-from .report import report
+from .predict import predict
 from .pretrain import pretrain
+from .report import report
 from .train import train
 from .walkforward import walkforward
 
@@ -35,6 +36,7 @@ app.command("demo")(demo)
 app.add_typer(bench_cmds.app, name="bench")
 app.command("report")(report)
 app.command("pretrain")(pretrain)
+app.command("predict")(predict)
 app.command("train")(train)
 app.command("walkforward")(walkforward)
 

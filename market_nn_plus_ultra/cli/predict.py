@@ -1,0 +1,195 @@
+"""``plus-ultra predict``: a trained run + a database → predictions file (+ backtest metrics)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Library modules are imported inside the command so `plus-ultra --help` stays fast.
+
+_PREDICTION_SUFFIXES = (".parquet", ".pq", ".csv")
+_METRIC_SUFFIXES = (".json", ".csv", ".md")
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file beside ``path``, then rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_suffix(path: Path, allowed: tuple[str, ...], option: str) -> None:
+    if path.suffix.lower() not in allowed:
+        raise ValueError(
+            f"{option} {path}: unsupported extension {path.suffix!r}; use one of {allowed}"
+        )
+
+
+def _write_predictions(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix.lower() == ".csv":
+        _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    else:
+        _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _plain(value: object) -> object:
+    """JSON has no NaN/inf: undefined metrics (e.g. Sharpe of a flat run) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_metrics(metrics: dict[str, object], path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        text = json.dumps({k: _plain(v) for k, v in metrics.items()}, indent=2, allow_nan=False)
+    elif suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["metric", "value"])
+        writer.writerows([k, "" if _plain(v) is None else v] for k, v in metrics.items())
+        text = buffer.getvalue()
+    else:
+        rows = [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+        text = "\n".join(["| metric | value |", "|---|---:|", *rows])
+    _atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+
+
+def _table(metrics: dict[str, float], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, _fmt(value))
+    return table
+
+
+def predict(
+    checkpoint: Annotated[
+        Path,
+        typer.Option("--checkpoint", help="Run folder of `plus-ultra train` or a .ckpt in it."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Predictions file to write: .parquet or .csv.")
+    ] = Path("outputs/predictions.parquet"),
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="Database to predict on [config: data.sqlite_path]."),
+    ] = None,
+    symbols: Annotated[
+        list[str] | None,
+        typer.Option("--symbols", help="Symbols to predict, repeatable; default: the run's."),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="First prediction timestamp (ISO-8601).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="Last prediction timestamp (ISO-8601).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda:0, … or auto (a GPU when visible).")
+    ] = "auto",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Windows per forward pass.")
+    ] = 1024,
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            "--benchmark",
+            help="Series of the benchmarks table for benchmark_return; default equal_weight.",
+        ),
+    ] = None,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the backtest metrics.")] = False,
+    return_column: Annotated[
+        str, typer.Option("--return-column", help="Column of realised returns t → t+1.")
+    ] = "realised_return",
+    cost_bps: Annotated[
+        float | None,
+        typer.Option("--cost-bps", min=0, help="Cost per unit |Δposition| [evaluation.cost_bps]."),
+    ] = None,
+    metrics_output: Annotated[
+        Path | None,
+        typer.Option("--metrics-output", help="Also write the metrics: .json, .csv or .md."),
+    ] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Predict with a trained run on a database: one row per (timestamp, symbol) with a
+    full window — position, forecast (+ probabilities/quantiles), realised and benchmark
+    returns — then backtest it under the convention and print the metrics.
+
+    The model, features and windows always come from the run's own config.yaml; --config
+    (default: that file) and --set supply the database and the evaluation settings.
+
+    Example: plus-ultra predict --checkpoint outputs/run --start 2024-01-01
+    --cost-bps 5 -o outputs/predictions.parquet --metrics-output outputs/metrics.md"""
+    from ..evaluation.backtest import backtest
+    from ..evaluation.metrics import METRIC_KEYS
+    from ..inference import Agent
+
+    with user_errors():
+        _check_suffix(output, _PREDICTION_SUFFIXES, "--output")
+        if metrics_output is not None:
+            _check_suffix(metrics_output, _METRIC_SUFFIXES, "--metrics-output")
+        agent = Agent.from_checkpoint(checkpoint, device=device)
+        folders = (agent.checkpoint.parent, agent.checkpoint.parent.parent)
+        run_config = next(f / "config.yaml" for f in folders if (f / "config.yaml").exists())
+        cfg = load(config or run_config, overrides)
+        source = db or cfg.data.sqlite_path
+        with progress() as bar:
+            task = bar.add_task("predicting", total=None)
+            frame = agent.predict(
+                source,
+                symbols=symbols,
+                start=start,
+                end=end,
+                batch_size=batch_size,
+                benchmark=benchmark,
+                on_batch=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        _write_predictions(frame, output)
+        console.print(
+            f"{len(frame)} predictions for {frame['symbol'].nunique()} symbols on {agent.device}",
+            highlight=False,
+        )
+        if not no_eval and return_column in frame.columns and frame[return_column].notna().any():
+            cost = cfg.evaluation.cost_bps if cost_bps is None else cost_bps
+            result = backtest(frame, cost_bps=cost, return_column=return_column)
+            metrics = {k: result.metrics[k] for k in METRIC_KEYS if k in result.metrics}
+            metrics.update({k: v for k, v in result.metrics.items() if k not in metrics})
+            out.print(_table(metrics, f"Backtest (convention, {cost:g} bps)"))
+            if metrics_output is not None:
+                _write_metrics(metrics, metrics_output)
+        elif metrics_output is not None:
+            console.print(
+                f"[yellow]warning:[/] no metrics written to {metrics_output}: "
+                + ("--no-eval" if no_eval else f"no known {return_column} in the predictions"),
+                highlight=False,
+            )
+            metrics_output = None
+    wrote("predictions", output)
+    if metrics_output is not None:
+        wrote("metrics", metrics_output)
