@@ -27,8 +27,16 @@ from market_nn_plus_ultra.models.layers import (
     RotaryEmbedding,
     SwiGLU,
 )
+from market_nn_plus_ultra.models.losses import LOSS_TERMS, CompositeTradingLoss, TradingLossResult
 from market_nn_plus_ultra.models.moe_transformer import MoETransformer
 from market_nn_plus_ultra.models.omni_mixture import OmniMixture
+from market_nn_plus_ultra.models.profiling import (
+    ProfileResult,
+    StepTiming,
+    measure_matmul_peak,
+    profile_backbone,
+    time_training_step,
+)
 from market_nn_plus_ultra.models.registry import (
     BACKBONES,
     HEADS,
@@ -47,8 +55,10 @@ from market_nn_plus_ultra.models.temporal_fusion import TemporalFusion
 __all__ = [
     "BACKBONES",
     "HEADS",
+    "LOSS_TERMS",
     "ActionHead",
     "CausalSelfAttention",
+    "CompositeTradingLoss",
     "DiagonalSSM",
     "DilatedCausalConv",
     "DirichletHead",
@@ -63,19 +73,25 @@ __all__ = [
     "MoETransformer",
     "OmniMixture",
     "PatchEmbedding",
+    "ProfileResult",
     "QuantileDirichletHead",
     "QuantileHead",
     "RegressionHead",
     "RotaryEmbedding",
     "StateSpaceModel",
+    "StepTiming",
     "SwiGLU",
     "TemporalFusion",
+    "TradingLossResult",
     "TradingModel",
     "build_backbone",
     "build_head",
     "build_model",
     "count_parameters",
     "estimate_flops",
+    "measure_matmul_peak",
+    "profile_backbone",
     "register_backbone",
     "register_head",
+    "time_training_step",
 ]
