@@ -117,6 +117,17 @@ def walkforward(
         Path | None,
         typer.Option("--regimes-output", help="Per-regime metrics Parquet (when labelled)."),
     ] = None,
+    guardrails: Annotated[
+        bool,
+        typer.Option(
+            "--guardrails/--no-guardrails",
+            help="Apply the config's guardrails section to the model's positions first.",
+        ),
+    ] = False,
+    breaches_output: Annotated[
+        Path | None,
+        typer.Option("--breaches-output", help="Guardrail breaches Parquet (with --guardrails)."),
+    ] = None,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -154,11 +165,14 @@ def walkforward(
                 cfg.evaluation,
                 cfg.data if db is not None else None,
                 bootstrap=bootstrap,
+                guardrails=cfg.guardrails if guardrails else None,
                 seed=cfg.seed,
                 on_step=lambda message: bar.update(task, description=message),
             )
             bar.update(task, description="writing outputs")
-            paths = write_walkforward(result, metrics_output, summary_output, regimes_output)
+            paths = write_walkforward(
+                result, metrics_output, summary_output, regimes_output, breaches_output
+            )
     out.print(_table(result.summary))
     boot = result.summary.get("bootstrap")
     if boot:
@@ -171,6 +185,7 @@ def walkforward(
         )
     for name, reason in result.summary["skipped_baselines"].items():
         console.print(f"[yellow]skipped[/] baseline {name}: {reason}", highlight=False)
-    labels = ("per-fold metrics", "summary", "per-regime metrics")
-    for label, path in zip(labels, paths, strict=False):
+    for rule, count in result.summary.get("guardrail_breaches", {}).items():
+        console.print(f"guardrail {rule}: {count} positions changed", highlight=False)
+    for label, path in paths.items():
         wrote(label, path)

@@ -47,6 +47,7 @@ class WalkForwardResult:
     returns: pd.DataFrame  # stitched net returns: index timestamp, one column per strategy
     regimes: pd.DataFrame | None = None  # strategy, regime, every METRIC_KEY
     backtests: dict[str, BacktestResult] = field(default_factory=dict)
+    breaches: pd.DataFrame | None = None  # guardrail breaches, when guardrails were applied
 
 
 def _predictions(frame: pd.DataFrame) -> pd.DataFrame:

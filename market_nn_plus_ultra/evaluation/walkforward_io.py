@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import DataConfig, EvaluationConfig
+from ..config import DataConfig, EvaluationConfig, GuardrailsConfig
+from .guardrails import apply_guardrails, sectors_from_assets
 from .walkforward import WalkForwardBacktester, WalkForwardResult
 
 __all__ = ["read_predictions", "walkforward_from_files", "write_walkforward"]
@@ -55,17 +56,31 @@ def walkforward_from_files(
     data: DataConfig | None = None,
     *,
     bootstrap: bool = True,
+    guardrails: GuardrailsConfig | None = None,
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
 ) -> WalkForwardResult:
     """Walk-forward the predictions file; baselines read their bars from ``data.sqlite_path``.
 
     ``data`` None: the rule baselines run on prices implied by ``realised_return`` and the
-    ML baselines are skipped (the summary says so).
+    ML baselines are skipped (the summary says so). ``guardrails``: apply these limits to
+    the model's positions first (sectors from the database's ``assets`` table when sector
+    caps are set); the breaches land in ``result.breaches`` and their counts per rule in
+    the summary. Baselines trade unguarded.
     """
     from ..data.panel import read_panel
 
     frame = read_predictions(predictions)
+    breaches = None
+    if guardrails is not None:
+        sectors = None
+        if guardrails.max_sector_gross is not None or guardrails.sector_caps:
+            if data is None:
+                raise ValueError(
+                    "guardrails sector caps need the assets table: pass --db with sectors"
+                )
+            sectors = sectors_from_assets(data.sqlite_path)
+        frame, breaches = apply_guardrails(frame, guardrails, sectors)
     panel = None
     if data is not None:
         symbols = sorted(frame["symbol"].astype(str).unique())
@@ -81,7 +96,7 @@ def walkforward_from_files(
             threads=data.read_threads,
         )
     tester = WalkForwardBacktester.from_config(evaluation)
-    return tester.run(
+    result = tester.run(
         frame,
         panel=panel,
         config=evaluation,
@@ -90,6 +105,10 @@ def walkforward_from_files(
         seed=seed,
         on_step=on_step,
     )
+    if breaches is not None:
+        result.breaches = breaches
+        result.summary["guardrail_breaches"] = breaches.groupby("rule").size().to_dict()
+    return result
 
 
 def _clean(value: Any) -> Any:
@@ -123,15 +142,21 @@ def write_walkforward(
     metrics_path: str | Path | None = None,
     summary_path: str | Path | None = None,
     regimes_path: str | Path | None = None,
-) -> list[Path]:
-    """Write per-fold metrics (Parquet), the summary (JSON) and per-regime metrics
-    (Parquet), each atomically (temp file, then rename); returns the paths written."""
-    written = []
+    breaches_path: str | Path | None = None,
+) -> dict[str, Path]:
+    """Write per-fold metrics (Parquet), the summary (JSON), per-regime metrics and
+    guardrail breaches (Parquet, when present), each atomically (temp file, then rename).
+
+    Returns ``{what: path}`` for the files written.
+    """
+    written: dict[str, Path] = {}
     if metrics_path is not None:
-        written.append(_atomic(Path(metrics_path), result.per_split.to_parquet))
+        written["per-fold metrics"] = _atomic(Path(metrics_path), result.per_split.to_parquet)
     if summary_path is not None:
         text = json.dumps(_clean(result.summary), indent=2, allow_nan=False)
-        written.append(_atomic(Path(summary_path), lambda p: p.write_text(text + "\n")))
+        written["summary"] = _atomic(Path(summary_path), lambda p: p.write_text(text + "\n"))
     if regimes_path is not None and result.regimes is not None:
-        written.append(_atomic(Path(regimes_path), result.regimes.to_parquet))
+        written["per-regime metrics"] = _atomic(Path(regimes_path), result.regimes.to_parquet)
+    if breaches_path is not None and result.breaches is not None:
+        written["guardrail breaches"] = _atomic(Path(breaches_path), result.breaches.to_parquet)
     return written

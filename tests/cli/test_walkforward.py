@@ -106,6 +106,11 @@ def test_walkforward_without_database_skips_ml_baselines(files):
             str(root / "b" / "ps.parquet"),
             "--summary-output",
             str(root / "b" / "s.json"),
+            "--guardrails",
+            "--set",
+            "guardrails.max_gross=0.5",
+            "--breaches-output",
+            str(root / "b" / "breaches.parquet"),
             *FAST,
         ],
     )
@@ -113,6 +118,11 @@ def test_walkforward_without_database_skips_ml_baselines(files):
     loaded = json.loads((root / "b" / "s.json").read_text())
     assert set(loaded["strategies"]) == {"model", "buy_and_hold"}
     assert "ridge" in loaded["skipped_baselines"] and "bootstrap" not in loaded
+    # momentum positions are ±1 on both symbols: gross 1 is halved on every bar
+    breaches = pd.read_parquet(root / "b" / "breaches.parquet")
+    assert set(breaches["rule"]) == {"max_gross"} and (breaches["after"].abs() == 0.5).all()
+    assert loaded["guardrail_breaches"]["max_gross"] == len(breaches)
+    assert loaded["strategies"]["model"]["stitched"]["turnover"] <= 0.5
 
 
 def test_walkforward_errors_are_one_clean_line(files, tmp_path):

@@ -108,7 +108,7 @@ def test_regime_attribution_and_outputs(tmp_path):
     paths = write_walkforward(
         result, tmp_path / "per_split.parquet", tmp_path / "summary.json", tmp_path / "r.parquet"
     )
-    assert [p.name for p in paths] == ["per_split.parquet", "summary.json", "r.parquet"]
+    assert [p.name for p in paths.values()] == ["per_split.parquet", "summary.json", "r.parquet"]
     loaded = json.loads((tmp_path / "summary.json").read_text())  # strict JSON: NaN → null
     assert loaded["n_splits"] == len(result.splits)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "per_split.parquet"), result.per_split)
