@@ -16,6 +16,7 @@ when a regime column is present, the metrics of the bars in each regime.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from .bootstrap import bootstrap_metrics, compare_sharpe
 from .metrics import METRIC_KEYS, compute_metrics, infer_periods_per_year
 
 __all__ = ["MODEL", "WalkForwardBacktester", "WalkForwardResult"]
+
+log = logging.getLogger(__name__)
 
 #: The strategy name of the predictions under test in every output.
 MODEL = "model"
@@ -203,6 +206,8 @@ class WalkForwardBacktester:
         regimes = None
         if regime_column is not None and regime_column in frame.columns:
             regimes = _per_regime(strategies, results, frame, regime_column, ppy)
+        elif regime_column is not None:
+            log.info("no regime column %r in the predictions: no per-regime metrics", regime_column)
         summary = _summary(self, results, per_split, regimes, splits, skipped)
         if bootstrap:
             notify("bootstrap")
