@@ -26,7 +26,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "CrossAssetConfig",
+    "CurriculumConfig",
+    "CurriculumStage",
     "DataConfig",
+    "DiagnosticsConfig",
     "FeaturesConfig",
     "LossConfig",
     "ModelConfig",
@@ -877,6 +880,82 @@ class SimulationConfig(_Section):
         return self
 
 
+class DiagnosticsConfig(_Section):
+    """Training diagnostics written to diagnostics.parquet (see docs/diagnostics.md)."""
+
+    enabled: bool = Field(
+        True, description="Record gradient noise, spikes, throughput and calibration drift."
+    )
+    interval: int = Field(50, ge=1, description="Optimiser steps between diagnostic records.")
+    profile: bool = Field(
+        False,
+        description="Also time data loading vs compute per step (synchronises CUDA each step).",
+    )
+    noise_threshold: float = Field(
+        10.0,
+        gt=0,
+        description="Warn when the gradient noise scale exceeds this multiple of the batch size.",
+    )
+    bias_threshold: float = Field(
+        0.1,
+        gt=0,
+        description="Warn when a head's calibration error (ECE or quantile coverage) exceeds this.",
+    )
+    error_threshold: float = Field(
+        10.0,
+        gt=1,
+        description="Warn when loss or gradient norm exceeds this multiple of its rolling median.",
+    )
+    spike_window: int = Field(
+        20, ge=3, description="Past records in the rolling median that spikes are judged against."
+    )
+    noise_ema: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description="EMA decay of the noise-scale numerator and denominator between records.",
+    )
+    calibration_bins: int = Field(
+        10, ge=2, description="Equal-width confidence bins of the expected calibration error."
+    )
+
+
+class CurriculumStage(_Section):
+    """From ``epoch`` on, train on windows of ``window`` bars scored over ``horizon`` steps."""
+
+    epoch: int = Field(0, ge=0, description="First epoch (0-based) of this stage.")
+    window: int = Field(32, ge=1, description="Input bars W of the stage's windows.")
+    horizon: int = Field(1, ge=1, description="Target steps scored by the loss in this stage.")
+
+
+class CurriculumConfig(_Section):
+    """Grow the training window and scored horizon over epochs (see docs/diagnostics.md)."""
+
+    enabled: bool = Field(False, description="Train short windows/horizons first, then grow them.")
+    stages: list[CurriculumStage] = Field(
+        default_factory=list,
+        description="Explicit stages by first epoch; empty = linear growth from the start values.",
+    )
+    start_window: int = Field(
+        16, ge=1, description="Linear growth: window of epoch 0 (grows to windows.window)."
+    )
+    start_horizon: int = Field(
+        1, ge=1, description="Linear growth: scored horizon of epoch 0 (grows to model.horizon)."
+    )
+    ramp_epochs: int = Field(
+        5, ge=0, description="Linear growth: epochs until the full window and horizon are reached."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CurriculumConfig:
+        epochs = [stage.epoch for stage in self.stages]
+        if epochs and (epochs[0] != 0 or sorted(set(epochs)) != epochs):
+            raise ValueError(
+                f"curriculum.stages epochs {epochs} must start at 0 and strictly increase"
+            )
+        return self
+
+
 class Config(_Section):
     """The whole configuration tree. Each section belongs to one layer of the package."""
 
@@ -908,6 +987,12 @@ class Config(_Section):
     )
     simulation: SimulationConfig = Field(
         default_factory=SimulationConfig, description="Execution simulator and stress scenarios."
+    )
+    diagnostics: DiagnosticsConfig = Field(
+        default_factory=DiagnosticsConfig, description="Training diagnostics and their warnings."
+    )
+    curriculum: CurriculumConfig = Field(
+        default_factory=CurriculumConfig, description="Window and horizon growth over epochs."
     )
 
 

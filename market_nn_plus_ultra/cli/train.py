@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
+from ..config import DiagnosticsConfig, field_help
 from ._common import ConfigOption, SetOption, load, out, user_errors, wrote
+
+
+def _diag(name: str) -> typer.models.OptionInfo:
+    """``--diagnostics-<name>``, its help the config field's description."""
+    return typer.Option(help=f"diagnostics.{name}: {field_help(DiagnosticsConfig, name)}")
 
 
 def train(
@@ -33,6 +39,20 @@ def train(
     wandb_offline: Annotated[
         bool, typer.Option("--wandb-offline", help="Log to Weights & Biases, offline.")
     ] = False,
+    diagnostics: Annotated[
+        bool | None,
+        typer.Option(
+            "--enable-diagnostics/--disable-diagnostics",
+            help="diagnostics.enabled: write diagnostics.parquet beside the checkpoints.",
+        ),
+    ] = None,
+    diagnostics_interval: Annotated[int | None, _diag("interval")] = None,
+    diagnostics_profile: Annotated[
+        bool, typer.Option("--diagnostics-profile", help=field_help(DiagnosticsConfig, "profile"))
+    ] = False,
+    diagnostics_noise_threshold: Annotated[float | None, _diag("noise_threshold")] = None,
+    diagnostics_bias_threshold: Annotated[float | None, _diag("bias_threshold")] = None,
+    diagnostics_error_threshold: Annotated[float | None, _diag("error_threshold")] = None,
 ) -> None:
     """Train the configured model; print where checkpoints, logs and metrics went."""
     from ..training import train as run_training
@@ -49,6 +69,12 @@ def train(
             "training.devices": int(devices) if devices and devices.isdigit() else devices,
             "tracking.wandb": True if wandb_offline else None,
             "tracking.wandb_offline": True if wandb_offline else None,
+            "diagnostics.enabled": diagnostics,
+            "diagnostics.interval": diagnostics_interval,
+            "diagnostics.profile": True if diagnostics_profile else None,
+            "diagnostics.noise_threshold": diagnostics_noise_threshold,
+            "diagnostics.bias_threshold": diagnostics_bias_threshold,
+            "diagnostics.error_threshold": diagnostics_error_threshold,
         }
         cfg = load(config, overrides, **flags)
         result = run_training(cfg, pretrain_checkpoint=pretrain_checkpoint, resume=resume)
@@ -58,4 +84,6 @@ def train(
     if result.best_checkpoint:
         wrote("best checkpoint", result.best_checkpoint)
     wrote("metrics", result.metrics_path)
+    if (result.checkpoint_dir / "diagnostics.parquet").exists():
+        wrote("diagnostics", result.checkpoint_dir / "diagnostics.parquet")
     wrote("run folder", result.checkpoint_dir)

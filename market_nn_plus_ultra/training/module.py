@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -76,6 +77,8 @@ class TradingModule(L.LightningModule):
         if model_cfg.compile:
             self.model.compile()  # in place: state-dict keys stay those of the plain model
         self.loss_fn = CompositeTradingLoss.from_config(model_cfg.loss)
+        # set by the curriculum: training scores only the first loss_horizon target steps
+        self.loss_horizon: int | None = None
         self._collected: dict[str, list[dict[str, Tensor]]] = {"val": [], "test": []}
 
     # ----------------------------------------------------------------------------------
@@ -111,7 +114,14 @@ class TradingModule(L.LightningModule):
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], HeadOutput]:
         x, y, state = self._inputs(batch)
         out = self.model(x, state)
-        head_loss = self.model.head.loss(out, y)
+        scored, y_scored = out, y
+        if self.training and self.loss_horizon is not None and self.loss_horizon < y.shape[-1]:
+            h, q = self.loss_horizon, out.quantiles  # later steps are masked, not trained on
+            scored = replace(
+                out, forecast=out.forecast[:, :h], quantiles=q if q is None else q[:, :h]
+            )
+            y_scored = y[:, :h]
+        head_loss = self.model.head.loss(scored, y_scored)
         result = self.loss_fn(out.position, y, head_loss=head_loss)
         aux = self.model.aux_loss
         terms = dict(result.terms)

@@ -8,6 +8,7 @@ Everything lands in ``training.checkpoint_dir``::
     steps/step-000100.ckpt   every training.checkpoint_every_n_steps steps (for --resume)
     logs/csv/metrics.csv     per-step and per-epoch metrics (TensorBoard/W&B/MLflow beside)
     metrics.json             final val_* and test_* metrics
+    diagnostics.parquet      gradient noise, spikes, throughput, calibration (docs/diagnostics.md)
     test_predictions.parquet the held-out test split: timestamp, symbol, position,
                              forecast, realised_return (the predictions-file contract)
 
@@ -37,7 +38,9 @@ from lightning.pytorch.callbacks import (
 
 from ..config import Config, config_to_dict, save_config
 from ..evaluation.metrics import infer_periods_per_year
+from .curriculum import CurriculumCallback, CurriculumScheduler
 from .data import MarketDataModule
+from .diagnostics import TrainingDiagnosticsCallback
 from .module import TradingModule
 from .tracking import build_loggers
 
@@ -124,7 +127,9 @@ def _warm_start(module: TradingModule, path: Path, cfg: Config, columns: list[st
 def _callbacks(cfg: Config, out: Path, has_val: bool) -> list[Callback]:
     t = cfg.training
     monitor, mode = (
-        (t.monitor, "max" if t.monitor == "val_ic" else "min") if has_val else (None, "min")
+        (t.monitor, "max" if t.monitor == "val_ic" else "min")
+        if has_val
+        else ("train_loss", "min")  # not None: last.ckpt's callback already has that key
     )
     callbacks: list[Callback] = [
         ModelCheckpoint(
@@ -157,6 +162,18 @@ def _callbacks(cfg: Config, out: Path, has_val: bool) -> list[Callback]:
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
+    if cfg.diagnostics.enabled:
+        callbacks.append(
+            TrainingDiagnosticsCallback(
+                cfg.diagnostics,
+                out / "diagnostics.parquet",
+                quantile_levels=cfg.model.quantiles,
+                flat_band=cfg.model.flat_band,
+            )
+        )
+    if cfg.curriculum.enabled:
+        scheduler = CurriculumScheduler(cfg.curriculum, cfg.windows.window, cfg.model.horizon)
+        callbacks.append(CurriculumCallback(scheduler))
     return callbacks
 
 
