@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from market_nn_plus_ultra.cli import _common
 from market_nn_plus_ultra.cli.features import _spread
 from market_nn_plus_ultra.cli.main import app
 from market_nn_plus_ultra.data.fixtures import write_fixture
@@ -23,7 +24,9 @@ def db(tmp_path_factory) -> str:
     return str(path)
 
 
-def test_list_shows_every_feature_with_dependencies_and_warmup():
+def test_list_shows_every_feature_with_dependencies_and_warmup(monkeypatch):
+    # A wide console, whatever width an earlier test left it with.
+    monkeypatch.setattr(_common.out, "width", 200)
     result = runner.invoke(app, ["features", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for row in REGISTRY.describe().itertuples():
