@@ -136,7 +136,8 @@ class TrainingDiagnosticsCallback(Callback):
             "loss": deque(maxlen=cfg.spike_window),
             "grad_norm": deque(maxlen=cfg.spike_window),
         }
-        self._ema = {"g2": 0.0, "trace": 0.0, "n": 0}
+        self._ema = {"g2": 0.0, "trace": 0.0}
+        self._noise_high = False
         self._batch: dict[str, Tensor] | None = None
         self._pending: dict[str, Any] | None = None
         self._val: dict[str, list[np.ndarray]] = {}
@@ -212,7 +213,7 @@ class TrainingDiagnosticsCallback(Callback):
         ema, beta = self._ema, self.cfg.noise_ema
         ema["g2"] = beta * ema["g2"] + (1 - beta) * g2
         ema["trace"] = beta * ema["trace"] + (1 - beta) * trace
-        ema["n"] += 1  # the bias correction cancels in the ratio of the two EMAs
+        # no bias correction: it scales both EMAs alike and cancels in their ratio
         scale = ema["trace"] / ema["g2"] if ema["g2"] > 0 else math.nan
         per_step = batch["x"].shape[0] * trainer.accumulate_grad_batches
         return {"grad_noise_scale": scale, "noise_ratio": scale / per_step}
@@ -280,7 +281,10 @@ class TrainingDiagnosticsCallback(Callback):
             if math.isfinite(value):
                 past.append(value)
         ratio = row["noise_ratio"]
-        if math.isfinite(ratio) and ratio > self.cfg.noise_threshold:
+        high = math.isfinite(ratio) and ratio > self.cfg.noise_threshold
+        # warn on crossing, not on every record: a noisy regime can last the whole run
+        crossed, self._noise_high = high and not self._noise_high, high
+        if crossed:
             self._warn(
                 f"gradient noise scale {row['grad_noise_scale']:.4g} windows is {ratio:.3g}× "
                 f"the batch at step {row['step']} (diagnostics.noise_threshold="

@@ -71,7 +71,7 @@ def test_noise_scale_estimate_on_sampled_gradients():
     assert trace == pytest.approx(d * sigma**2, rel=0.1)
 
 
-def test_diagnostics_parquet_written_in_training(db, tmp_path):
+def test_diagnostics_parquet_and_threshold_warnings(db, tmp_path, caplog):
     cfg = tiny_config(
         db,
         tmp_path / "run",
@@ -79,8 +79,11 @@ def test_diagnostics_parquet_written_in_training(db, tmp_path):
         "training.max_epochs=2",
         "diagnostics.interval=2",
         "diagnostics.profile=true",
+        "diagnostics.noise_threshold=0.001",  # any measurable noise is "too much"
+        "diagnostics.bias_threshold=0.0001",
     )
-    result = train(cfg)
+    with caplog.at_level(logging.WARNING, logger="market_nn_plus_ultra.training.diagnostics"):
+        result = train(cfg)
     frame = pd.read_parquet(result.checkpoint_dir / "diagnostics.parquet")
     steps = frame[frame["kind"] == "step"]
     val = frame[frame["kind"] == "validation"]
@@ -100,6 +103,20 @@ def test_diagnostics_parquet_written_in_training(db, tmp_path):
     assert np.isfinite(values).all()
     assert ((values[:, :6] >= 0) & (values[:, :6] <= 1)).all()
     assert val["ece_drift"].iloc[0] == 0.0
+    assert (steps["noise_ratio"] > 0.001).all()
+
+    events = [getattr(r, "fields", {}) for r in caplog.records]
+    noise = [f for f in events if f.get("event") == "grad_noise_high"]
+    assert len(noise) == 1  # on crossing only, though every record is above the threshold
+    assert noise[0]["ratio"] > 0.001 and noise[0]["threshold"] == 0.001
+    calibration = [f for f in events if f.get("event") == "calibration_drift"]
+    assert sorted((f["epoch"], f["metric"]) for f in calibration) == [
+        (0, "ece"),
+        (0, "quantile_coverage_error"),
+        (1, "ece"),
+        (1, "quantile_coverage_error"),
+    ]
+    assert not [f for f in events if f.get("event", "").endswith("_spike")]
 
 
 def test_exploding_learning_rate_warns(db, tmp_path, caplog):
