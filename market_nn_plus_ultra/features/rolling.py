@@ -1,16 +1,17 @@
 """Trailing-window and recursive kernels on one symbol's 1-D array.
 
-Everything here is causal (the value at row ``t`` uses rows ``<= t``) and O(n):
-rolling sums come from one cumulative sum (shifted by the first finite value so the
-running total stays small and the subtraction keeps its precision), and the EMA /
-Wilder recursions run in C through :func:`scipy.signal.lfilter`, seeded with a simple
-average exactly as TA-Lib seeds them. Rows without a full window are NaN.
+Everything here is causal (the value at row ``t`` uses rows ``<= t``) and O(n). The
+EMA / Wilder recursion (seeded with a simple average exactly as TA-Lib seeds it) and the
+rolling mean/std and higher moments are single-pass compiled loops from
+:mod:`._kernels`; :func:`rolling_sum` is one cumulative sum. Rows without a full window
+are NaN.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
+
+from ._kernels import MEAN_STD, _rolling_mean_std, _rolling_moments, _seeded_ema
 
 __all__ = [
     "lag_difference",
@@ -52,32 +53,35 @@ def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _shifted(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """``x`` minus its first finite value, and that value.
+def _float64(x: np.ndarray) -> np.ndarray:
+    """``x`` as a contiguous float64 array (no copy when it already is one)."""
+    return np.ascontiguousarray(x, dtype=np.float64)
 
-    Window statistics are shift-invariant, and the smaller magnitudes keep the cumulative
-    sums precise; the shift depends on the first row only, so it carries nothing backwards.
+
+def _out(x: np.ndarray) -> np.ndarray:
+    """An uninitialised output like ``x``; the kernels fill every row.
+
+    Allocated by numpy rather than inside the compiled kernel: numpy's large-array
+    allocator (huge pages where the kernel allows them) makes fresh outputs several
+    times cheaper to fault in than numba's runtime allocations.
     """
-    finite = np.flatnonzero(np.isfinite(x))
-    shift = float(x[finite[0]]) if len(finite) else 0.0
-    return x - shift, shift
+    return np.empty(len(x))
 
 
 def rolling_mean_std(x: np.ndarray, window: int, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Trailing mean and standard deviation over ``window`` rows; (n,) → two (n,) arrays.
 
     ``ddof=0`` is the population std (TA-Lib's BBANDS/STDDEV), ``ddof=1`` the sample std
-    (pandas ``rolling().std()``). Rounding below zero in the variance is clipped to 0.
+    (pandas ``rolling().std()``). Welford's rolling update, recomputed exactly from the
+    window every 1,024 rows and after a NaN leaves it; a window of identical values has
+    exactly its value as mean and 0 as std. A NaN inside a window makes that window NaN.
     """
     if window <= ddof:
         raise ValueError(f"window ({window}) must exceed ddof ({ddof})")
-    shifted, shift = _shifted(x)
-    s1 = rolling_sum(shifted, window)
-    s2 = rolling_sum(shifted * shifted, window)
-    mean_shifted = s1 / window
-    var = (s2 - s1 * mean_shifted) / (window - ddof)
-    np.maximum(var, 0.0, out=var)
-    return mean_shifted + shift, np.sqrt(var)
+    x = _float64(x)
+    mean, std = _out(x), _out(x)
+    _rolling_mean_std(x, int(window), int(ddof), MEAN_STD, 1.0, mean, std)
+    return mean, std
 
 
 def rolling_moments(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,21 +94,9 @@ def rolling_moments(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]
     """
     if window < 4:
         raise ValueError(f"window ({window}) must be at least 4 for kurtosis")
-    n = float(window)
-    d, _ = _shifted(x)
-    d2 = d * d
-    a = rolling_sum(d, window) / n
-    e2 = rolling_sum(d2, window) / n
-    e3 = rolling_sum(d2 * d, window) / n
-    e4 = rolling_sum(d2 * d2, window) / n
-    a2 = a * a
-    m2 = e2 - a2
-    m3 = e3 - 3.0 * a * e2 + 2.0 * a2 * a
-    m4 = e4 - 4.0 * a * e3 + 6.0 * a2 * e2 - 3.0 * a2 * a2
-    flat = ~(m2 > 1e-14)
-    m2 = np.where(flat, np.nan, m2)
-    skew = np.sqrt(n * (n - 1.0)) / (n - 2.0) * m3 / (m2 * np.sqrt(m2))
-    kurt = ((n * n - 1.0) * m4 / (m2 * m2) - 3.0 * (n - 1.0) ** 2) / ((n - 2.0) * (n - 3.0))
+    x = _float64(x)
+    skew, kurt = _out(x), _out(x)
+    _rolling_moments(x, int(window), skew, kurt)
     return skew, kurt
 
 
@@ -115,17 +107,9 @@ def seeded_ema(x: np.ndarray, alpha: float, period: int, start: int = 0) -> np.n
     ``x[start : start + period]``; earlier rows are NaN. ``alpha = 2/(period+1)`` gives
     TA-Lib's EMA, ``alpha = 1/period`` Wilder's smoothing (RSI, ATR). (n,) → (n,).
     """
-    n = len(x)
-    first = start + period - 1
-    if start < 0 or n <= first:
-        return _nan(n)
-    out = np.empty(n)
-    out[:first] = np.nan
-    seed = float(np.mean(x[start : first + 1]))
-    out[first] = seed
-    if n > first + 1:
-        beta = 1.0 - alpha
-        out[first + 1 :] = lfilter([alpha], [1.0, -beta], x[first + 1 :], zi=[beta * seed])[0]
+    x = _float64(x)
+    out = _out(x)
+    _seeded_ema(x, float(alpha), int(period), int(start), out)
     return out
 
 

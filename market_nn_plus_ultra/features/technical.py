@@ -3,15 +3,17 @@
 Definitions follow TA-Lib's (Wilder smoothing seeded with a simple average for RSI and
 ATR; EMAs seeded with a simple average and TA-Lib's MACD alignment; Bollinger bands with
 the population standard deviation) and agree with it to 1e-6 once the seed has decayed;
-the warm-up rows are NaN exactly where TA-Lib's are.
+the warm-up rows are NaN exactly where TA-Lib's are. RSI, MACD and ATR are each one
+fused compiled pass over the symbol's bars (:mod:`._kernels`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ._kernels import SCALED_CV, ZSCORE, _atr, _macd, _rolling_mean_std, _rsi
 from .registry import register
-from .rolling import lag_difference, log_returns, rolling_mean_std, seeded_ema
+from .rolling import _float64, _out, lag_difference, log_returns
 
 __all__ = [
     "atr_14",
@@ -51,18 +53,9 @@ def rsi_14(close: np.ndarray, *, period: int = 14) -> np.ndarray:
     ``period`` changes; RSI = 100·G/(G+L). A window with no price change at all is 50
     (TA-Lib writes 0 there).
     """
-    change = np.diff(close)
-    gain = np.maximum(change, 0.0)
-    loss = np.subtract(gain, change, out=change)  # max(-d, 0) = max(d, 0) - d, in place
-    avg_gain = seeded_ema(gain, 1.0 / period, period)
-    total = seeded_ema(loss, 1.0 / period, period)
-    total += avg_gain  # G + L
-    out = np.empty(len(close))
-    out[0] = np.nan
-    with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(avg_gain, total, out=out[1:])
-    out *= 100.0
-    out[1:][total == 0.0] = 50.0
+    close = _float64(close)
+    out = _out(close)
+    _rsi(close, int(period), out)
     return out
 
 
@@ -89,15 +82,10 @@ def macd(
     outputs start together at bar ``slow + signal - 2``.
     """
     fast, slow = min(fast, slow), max(fast, slow)
-    start = slow - 1
-    ema_fast = seeded_ema(close, 2.0 / (fast + 1), fast, start=start - fast + 1)
-    ema_slow = seeded_ema(close, 2.0 / (slow + 1), slow)
-    line = ema_fast - ema_slow
-    sig = np.full(len(close), np.nan)
-    if len(close) > start:
-        sig[start:] = seeded_ema(line[start:], 2.0 / (signal + 1), signal)
-    line[: start + signal - 1] = np.nan
-    return line, sig, line - sig
+    close = _float64(close)
+    line, sig, hist = _out(close), _out(close), _out(close)
+    _macd(close, int(fast), int(slow), int(signal), line, sig, hist)
+    return line, sig, hist
 
 
 @register(
@@ -111,8 +99,10 @@ def bb_width_20(close: np.ndarray, *, period: int = 20, nbdev: float = 2.0) -> n
     σ is the population standard deviation of the last ``period`` closes and SMA their
     mean (``nbdev = 2`` standard deviations each side).
     """
-    mean, std = rolling_mean_std(close, period, ddof=0)
-    return 2.0 * nbdev * std / mean
+    close = _float64(close)
+    width = _out(close)
+    _rolling_mean_std(close, int(period), 0, SCALED_CV, 2.0 * nbdev, width, width)
+    return width
 
 
 @register(
@@ -125,13 +115,9 @@ def atr_14(high: np.ndarray, low: np.ndarray, close: np.ndarray, *, period: int 
     smoothed (``α = 1/period``) and seeded at bar ``period`` with the mean of the first
     ``period`` true ranges.
     """
-    out = np.full(len(close), np.nan)
-    if len(close) < 2:
-        return out
-    prev = close[:-1]
-    true_range = np.maximum(high[1:], prev)
-    true_range -= np.minimum(low[1:], prev)
-    out[1:] = seeded_ema(true_range, 1.0 / period, period)
+    high, low, close = _float64(high), _float64(low), _float64(close)
+    out = _out(close)
+    _atr(high, low, close, int(period), out)
     return out
 
 
@@ -141,8 +127,9 @@ def volume_z_20(volume: np.ndarray, *, period: int = 20) -> np.ndarray:
 
     Sample standard deviation (ddof 1); a window of identical volumes scores 0.
     """
-    mean, std = rolling_mean_std(volume, period, ddof=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (volume - mean) / std
-    z[std == 0.0] = 0.0
+    if period < 2:
+        raise ValueError(f"volume_z_20: period ({period}) must be at least 2 (sample std)")
+    volume = _float64(volume)
+    z = _out(volume)
+    _rolling_mean_std(volume, int(period), 1, ZSCORE, 1.0, z, z)
     return z

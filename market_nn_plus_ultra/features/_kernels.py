@@ -1,0 +1,293 @@
+"""Compiled single-pass loops behind the recursive and rolling features.
+
+Each kernel walks one symbol's float64 array once, in time order, so the value at row
+``t`` is computed from rows ``<= t`` only and identically for any prefix of the series
+(causality holds bit for bit). They are ``numba`` functions compiled on first use and
+cached on disk (``cache=True``: one compile per machine), and they release the GIL
+(``nogil=True``) so the pipeline's per-symbol thread pool runs them in parallel.
+
+NaN handling matches the numpy definitions they replace: a NaN poisons a recursion
+from its row on, and a rolling window only while the NaN sits inside it. Rolling
+statistics update in O(1) per row (Welford's update for mean/variance, running power
+sums about a local centre for higher moments) and are recomputed exactly from the
+window every ``_REFRESH`` rows, after a NaN leaves the window, and whenever the window
+is flat, so rounding never accumulates along a long series.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_REFRESH = 1024  # rows between exact recomputations of a rolling window's statistics
+_jit = numba.njit(cache=True, nogil=True, fastmath={"contract"})
+
+
+@_jit
+def _nan_head(out, first):
+    """Set rows ``< first`` of ``out`` to NaN (the kernels write every later row once)."""
+    out[: min(max(first, 0), out.shape[0])] = np.nan
+
+
+@_jit
+def _seeded_ema(x, alpha, period, start, out):
+    """``y_t = (1-alpha)·y_{t-1} + alpha·x_t`` seeded with mean(x[start:start+period])."""
+    n = x.shape[0]
+    first = start + period - 1
+    if start < 0 or n <= first:
+        _nan_head(out, n)
+        return
+    _nan_head(out, first)
+    seed = 0.0
+    for i in range(start, first + 1):
+        seed += x[i]
+    y = seed / period
+    out[first] = y
+    beta = 1.0 - alpha
+    for i in range(first + 1, n):
+        y = beta * y + alpha * x[i]
+        out[i] = y
+
+
+@_jit
+def _rsi(close, period, out):
+    """Wilder RSI with TA-Lib's seed; gains and losses of the changes in one pass.
+
+    Branch-free: gain = max(d, 0) by a select, loss = gain - d. A NaN change makes the
+    loss (hence every later RSI) NaN, as the numpy definition does.
+    """
+    n = close.shape[0]
+    if n <= period:
+        _nan_head(out, n)
+        return
+    _nan_head(out, period)
+    alpha = 1.0 / period
+    beta = 1.0 - alpha
+    gain = 0.0
+    loss = 0.0
+    for i in range(1, period + 1):
+        d = close[i] - close[i - 1]
+        g = d if d > 0.0 else 0.0
+        gain += g
+        loss += g - d
+    gain /= period
+    loss /= period
+    total = gain + loss
+    out[period] = 50.0 if total == 0.0 else gain / total * 100.0
+    for i in range(period + 1, n):
+        d = close[i] - close[i - 1]
+        g = d if d > 0.0 else 0.0
+        gain = beta * gain + alpha * g
+        loss = beta * loss + alpha * (g - d)
+        total = gain + loss
+        out[i] = 50.0 if total == 0.0 else gain / total * 100.0
+
+
+@_jit
+def _macd(close, fast, slow, signal, line, sig, hist):
+    """MACD line, signal and histogram with TA-Lib's seeding and alignment, in one pass."""
+    n = close.shape[0]
+    start = slow - 1  # both price EMAs start here
+    first = start + signal - 1  # the signal's seed, and the first output row
+    for out in (line, sig, hist):
+        _nan_head(out, first)
+    if n <= first:
+        return
+    a_fast, a_slow, a_sig = 2.0 / (fast + 1), 2.0 / (slow + 1), 2.0 / (signal + 1)
+    b_fast, b_slow, b_sig = 1.0 - a_fast, 1.0 - a_slow, 1.0 - a_sig
+    s_fast = 0.0
+    s_slow = 0.0
+    for i in range(slow):
+        s_slow += close[i]
+        if i >= slow - fast:
+            s_fast += close[i]
+    ef = s_fast / fast
+    es = s_slow / slow
+    acc = ef - es
+    for i in range(start + 1, first + 1):
+        ef = b_fast * ef + a_fast * close[i]
+        es = b_slow * es + a_slow * close[i]
+        acc += ef - es
+    m = ef - es
+    s = acc / signal
+    line[first], sig[first], hist[first] = m, s, m - s
+    for i in range(first + 1, n):
+        c = close[i]
+        ef = b_fast * ef + a_fast * c
+        es = b_slow * es + a_slow * c
+        m = ef - es
+        s = b_sig * s + a_sig * m
+        line[i], sig[i], hist[i] = m, s, m - s
+
+
+@_jit
+def _true_range(high, low, close, i):
+    """``max(high_i, close_{i-1}) - min(low_i, close_{i-1})``, NaN if any input is NaN."""
+    h, lo, p = high[i], low[i], close[i - 1]
+    tr = (h if h > p else p) - (lo if lo < p else p)
+    return tr if h == h and lo == lo and p == p else np.nan
+
+
+@_jit
+def _atr(high, low, close, period, out):
+    """True range and its Wilder average (TA-Lib's SMA seed at bar ``period``) in one pass."""
+    n = close.shape[0]
+    if n <= period:
+        _nan_head(out, n)
+        return
+    _nan_head(out, period)
+    alpha = 1.0 / period
+    beta = 1.0 - alpha
+    y = 0.0
+    for i in range(1, period + 1):
+        y += _true_range(high, low, close, i)
+    y /= period
+    out[period] = y
+    for i in range(period + 1, n):
+        y = beta * y + alpha * _true_range(high, low, close, i)
+        out[i] = y
+
+
+@_jit
+def _window_mean_m2(x, t, window):
+    """Exact statistics of the window ``x[t-window+1 : t+1]`` about the centre ``x[t]``.
+
+    Returns ``(centre, mean of x - centre, sum of squared deviations)``. The centre is a
+    data value, so every ``x - centre`` near it is exact and the mean of the differences
+    carries only its own rounding — Welford's update needs that mean to be exact, or the
+    error feeds the variance at every step.
+    """
+    centre = x[t]
+    mean = 0.0
+    for j in range(t - window + 1, t + 1):
+        mean += x[j] - centre
+    mean /= window
+    m2 = 0.0
+    for j in range(t - window + 1, t + 1):
+        d = x[j] - centre - mean
+        m2 += d * d
+    return centre, mean, m2
+
+
+MEAN_STD, SCALED_CV, ZSCORE = 0, 1, 2  # what _rolling_mean_std writes (see its docstring)
+
+
+@_jit
+def _rolling_mean_std(x, window, ddof, kind, scale, a, b):
+    """Trailing mean and std (``ddof``) by Welford's rolling update with exact refreshes.
+
+    ``kind`` picks the outputs so that a feature costs one pass: ``MEAN_STD`` writes the
+    mean to ``a`` and the std to ``b``; ``SCALED_CV`` writes ``scale·std/mean`` to ``a``
+    (Bollinger width); ``ZSCORE`` writes ``(x - mean)/std`` to ``a``, 0 where std is 0.
+    A window holding a non-finite value is NaN.
+    """
+    n = x.shape[0]
+    last_bad = -1  # a window is complete and clean once t - last_bad >= window
+    run = 0  # length of the current run of identical values (flat windows are exact)
+    fresh = True
+    centre = 0.0  # a value of the window at the last refresh; the update runs on x - centre
+    mean = 0.0  # mean of x - centre over the window
+    m2 = 0.0
+    inv_w = 1.0 / window
+    for t in range(n):
+        v = x[t]
+        if v - v != 0.0:  # NaN or ±inf
+            last_bad = t
+            run = 0
+            fresh = True
+        else:
+            run = run + 1 if t > 0 and v == x[t - 1] else 1
+        if t - last_bad < window:
+            a[t] = np.nan
+            if kind == MEAN_STD:
+                b[t] = np.nan
+            continue
+        if run >= window:
+            centre, mean, m2 = v, 0.0, 0.0
+            fresh = True  # leaving the flat stretch restarts from an exact window
+        elif fresh or t & (_REFRESH - 1) == 0:
+            centre, mean, m2 = _window_mean_m2(x, t, window)
+            fresh = False
+        else:
+            # Welford's update on values centred near the window: a price far from zero
+            # would otherwise lose the mean's low digits at every step.
+            dv = v - centre
+            do = x[t - window] - centre
+            new_mean = mean + (dv - do) * inv_w
+            m2 += (dv - do) * (dv - new_mean + do - mean)
+            mean = new_mean
+        var = m2 / (window - ddof)
+        std = np.sqrt(var) if var > 0.0 else 0.0
+        if kind == MEAN_STD:
+            a[t] = centre + mean
+            b[t] = std
+        elif kind == SCALED_CV:
+            a[t] = scale * std / (centre + mean)
+        else:
+            a[t] = (v - centre - mean) / std if std > 0.0 else 0.0
+
+
+@_jit
+def _power_sums(x, t, window):
+    """Window centre c and the sums of (x - c)^k, k = 1..4, over ``x[t-window+1 : t+1]``."""
+    c = 0.0
+    for j in range(t - window + 1, t + 1):
+        c += x[j]
+    c /= window
+    s1 = s2 = s3 = s4 = 0.0
+    for j in range(t - window + 1, t + 1):
+        d = x[j] - c
+        d2 = d * d
+        s1 += d
+        s2 += d2
+        s3 += d2 * d
+        s4 += d2 * d2
+    return c, s1, s2, s3, s4
+
+
+@_jit
+def _rolling_moments(x, window, skew, kurt):
+    """Trailing bias-corrected skewness G1 and excess kurtosis G2 (pandas' definitions)."""
+    n = x.shape[0]
+    w = float(window)
+    skew_k = np.sqrt(w * (w - 1.0)) / (w - 2.0)
+    kurt_a = w * w - 1.0
+    kurt_b = 3.0 * (w - 1.0) ** 2
+    kurt_d = 1.0 / ((w - 2.0) * (w - 3.0))
+    inv_w = 1.0 / w
+    last_bad = -1
+    fresh = True
+    c = s1 = s2 = s3 = s4 = 0.0
+    for t in range(n):
+        v = x[t]
+        if v - v != 0.0:
+            last_bad = t
+            fresh = True
+        if t - last_bad < window:
+            skew[t] = np.nan
+            kurt[t] = np.nan
+            continue
+        if fresh or t & (_REFRESH - 1) == 0:
+            # Centring on the window mean keeps the power sums small and well conditioned.
+            c, s1, s2, s3, s4 = _power_sums(x, t, window)
+            fresh = False
+        else:
+            d = v - c
+            e = x[t - window] - c
+            d2, e2 = d * d, e * e
+            s1 += d - e
+            s2 += d2 - e2
+            s3 += d2 * d - e2 * e
+            s4 += d2 * d2 - e2 * e2
+        mu = s1 * inv_w
+        mu2 = mu * mu
+        e2m, e3m, e4m = s2 * inv_w, s3 * inv_w, s4 * inv_w
+        m2 = e2m - mu2
+        if not m2 > 1e-14:  # numerically flat window: undefined, as in pandas
+            skew[t] = np.nan
+            kurt[t] = np.nan
+            continue
+        m3 = e3m - 3.0 * mu * e2m + 2.0 * mu2 * mu
+        m4 = e4m - 4.0 * mu * e3m + 6.0 * mu2 * e2m - 3.0 * mu2 * mu2
+        skew[t] = skew_k * m3 / (m2 * np.sqrt(m2))
+        kurt[t] = (kurt_a * m4 / (m2 * m2) - kurt_b) * kurt_d
