@@ -153,6 +153,22 @@ class TrainingDiagnosticsCallback(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = self._mark = time.perf_counter()
+        if trainer.global_step > 0 and self.path.exists() and not self.rows:
+            # a resumed run continues the file: keep the records up to the checkpoint
+            prior = pd.read_parquet(self.path)
+            kept = prior[prior["step"] <= trainer.global_step]
+            self.rows = [{k: v for k, v in r.items() if v == v} for r in kept.to_dict("records")]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Noise-scale EMAs and spike history, saved in checkpoints for resumed runs."""
+        history = {k: list(v) for k, v in self._history.items()}
+        return {"ema": dict(self._ema), "history": history, "noise_high": self._noise_high}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._ema.update(state_dict.get("ema", {}))
+        for name, values in state_dict.get("history", {}).items():
+            self._history[name].extend(values)
+        self._noise_high = bool(state_dict.get("noise_high", False))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._timing["end"] = None  # the first fetch of an epoch opens the iterator

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from market_nn_plus_ultra.training.diagnostics import (
     expected_calibration_error,
@@ -180,3 +181,26 @@ def test_train_command_maps_diagnostics_flags(db, tmp_path):
     off, _ = run("off", "--disable-diagnostics")
     assert not load_config(off / "config.yaml").diagnostics.enabled
     assert not (off / "diagnostics.parquet").exists()
+
+
+def test_resumed_run_continues_the_file_and_estimates(db, tmp_path):
+    def run(steps: int, resume=None):
+        cfg = tiny_config(
+            db,
+            tmp_path / "run",
+            f"training.max_steps={steps}",
+            "training.max_epochs=5",
+            "diagnostics.interval=1",
+            "windows.val_fraction=0",
+            "windows.test_fraction=0",
+        )
+        train(cfg, resume=resume)
+        return pd.read_parquet(tmp_path / "run" / "diagnostics.parquet")
+
+    first = run(3)
+    both = run(6, resume=tmp_path / "run" / "last.ckpt")
+    assert both["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    pd.testing.assert_frame_equal(both.iloc[:3][first.columns], first)
+    ckpt = torch.load(tmp_path / "run" / "last.ckpt", map_location="cpu", weights_only=False)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if "TrainingDiagnostics" in k]
+    assert state["history"]["loss"] == pytest.approx(both["loss"].tolist())
