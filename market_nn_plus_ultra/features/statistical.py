@@ -69,8 +69,9 @@ def regime_bull_prob(close: np.ndarray, *, window: int = 20, vol_window: int = 6
     under Gaussian returns and a flat prior. 0.5 = no trend; near 1 a strong up-trend,
     near 0 a strong down-trend. Flat prices (σ = 0) give 0.5.
     """
-    returns = log_returns(close)
-    trend = lag_difference(np.log(close), window)
+    log_close = np.log(close)  # once: the logarithm is the costliest pass here
+    returns = lag_difference(log_close, 1)
+    trend = lag_difference(log_close, window)
     _, sigma = rolling_mean_std(returns, vol_window, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = trend / (sigma * np.sqrt(window))
