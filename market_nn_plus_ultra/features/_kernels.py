@@ -189,14 +189,15 @@ def _rolling_mean_std(x, window, ddof, kind, scale, a, b):
     mean = 0.0  # mean of x - centre over the window
     m2 = 0.0
     inv_w = 1.0 / window
+    inv_dof = 1.0 / (window - ddof)
+    prev = np.nan
     for t in range(n):
         v = x[t]
+        run = run + 1 if v == prev else 1  # a select, not a branch; NaN never equals
+        prev = v
         if v - v != 0.0:  # NaN or ±inf
             last_bad = t
-            run = 0
             fresh = True
-        else:
-            run = run + 1 if t > 0 and v == x[t - 1] else 1
         if t - last_bad < window:
             a[t] = np.nan
             if kind == MEAN_STD:
@@ -216,8 +217,7 @@ def _rolling_mean_std(x, window, ddof, kind, scale, a, b):
             new_mean = mean + (dv - do) * inv_w
             m2 += (dv - do) * (dv - new_mean + do - mean)
             mean = new_mean
-        var = m2 / (window - ddof)
-        std = np.sqrt(var) if var > 0.0 else 0.0
+        std = np.sqrt(max(m2 * inv_dof, 0.0))
         if kind == MEAN_STD:
             a[t] = centre + mean
             b[t] = std

@@ -107,6 +107,8 @@ def seeded_ema(x: np.ndarray, alpha: float, period: int, start: int = 0) -> np.n
     ``x[start : start + period]``; earlier rows are NaN. ``alpha = 2/(period+1)`` gives
     TA-Lib's EMA, ``alpha = 1/period`` Wilder's smoothing (RSI, ATR). (n,) → (n,).
     """
+    if period < 1:
+        raise ValueError(f"period must be at least 1, got {period}")
     x = _float64(x)
     out = _out(x)
     _seeded_ema(x, float(alpha), int(period), int(start), out)

@@ -28,6 +28,13 @@ __all__ = [
 _TECH = ("technical",)
 
 
+def _check_periods(feature: str, least: int = 1, **periods: int) -> None:
+    """Reject window lengths the kernels cannot use, naming the feature and parameter."""
+    for name, value in periods.items():
+        if int(value) < least:
+            raise ValueError(f"{feature}: {name} must be at least {least} bars, got {value}")
+
+
 @register(inputs=("close",), warmup=1, tags=(*_TECH, "returns"))
 def log_return_1(close: np.ndarray) -> np.ndarray:
     """One-bar log return ``log(close_t / close_{t-1})``."""
@@ -53,6 +60,7 @@ def rsi_14(close: np.ndarray, *, period: int = 14) -> np.ndarray:
     ``period`` changes; RSI = 100·G/(G+L). A window with no price change at all is 50
     (TA-Lib writes 0 there).
     """
+    _check_periods("rsi_14", period=period)
     close = _float64(close)
     out = _out(close)
     _rsi(close, int(period), out)
@@ -81,6 +89,7 @@ def macd(
     signal EMA is seeded with the mean of the first ``signal`` MACD values, and all three
     outputs start together at bar ``slow + signal - 2``.
     """
+    _check_periods("macd", fast=fast, slow=slow, signal=signal)
     fast, slow = min(fast, slow), max(fast, slow)
     close = _float64(close)
     line, sig, hist = _out(close), _out(close), _out(close)
@@ -99,6 +108,7 @@ def bb_width_20(close: np.ndarray, *, period: int = 20, nbdev: float = 2.0) -> n
     σ is the population standard deviation of the last ``period`` closes and SMA their
     mean (``nbdev = 2`` standard deviations each side).
     """
+    _check_periods("bb_width_20", period=period)
     close = _float64(close)
     width = _out(close)
     _rolling_mean_std(close, int(period), 0, SCALED_CV, 2.0 * nbdev, width, width)
@@ -115,6 +125,7 @@ def atr_14(high: np.ndarray, low: np.ndarray, close: np.ndarray, *, period: int 
     smoothed (``α = 1/period``) and seeded at bar ``period`` with the mean of the first
     ``period`` true ranges.
     """
+    _check_periods("atr_14", period=period)
     high, low, close = _float64(high), _float64(low), _float64(close)
     out = _out(close)
     _atr(high, low, close, int(period), out)
@@ -127,8 +138,7 @@ def volume_z_20(volume: np.ndarray, *, period: int = 20) -> np.ndarray:
 
     Sample standard deviation (ddof 1); a window of identical volumes scores 0.
     """
-    if period < 2:
-        raise ValueError(f"volume_z_20: period ({period}) must be at least 2 (sample std)")
+    _check_periods("volume_z_20", least=2, period=period)  # the sample std needs 2
     volume = _float64(volume)
     z = _out(volume)
     _rolling_mean_std(volume, int(period), 1, ZSCORE, 1.0, z, z)

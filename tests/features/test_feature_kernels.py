@@ -135,3 +135,15 @@ def test_rolling_moments_equal_pandas(lead, mid):
     np.testing.assert_allclose(skew, series.rolling(20).skew(), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(kurt, series.rolling(20).kurt(), rtol=1e-8, atol=1e-10)
     assert np.isnan(rolling_moments(np.zeros(30), 20)[0][19:]).all()  # flat: undefined
+
+
+def test_unusable_periods_are_named_errors():
+    x = _series(50, 7)
+    with pytest.raises(ValueError, match="rsi_14: period must be at least 1 bars, got 0"):
+        rsi_14(x, period=0)
+    with pytest.raises(ValueError, match="macd: signal must be at least 1 bars, got 0"):
+        macd(x, signal=0)
+    with pytest.raises(ValueError, match="volume_z_20: period must be at least 2 bars, got 1"):
+        volume_z_20(x, period=1)
+    with pytest.raises(ValueError, match="period must be at least 1, got 0"):
+        seeded_ema(x, 0.5, 0)
