@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 _REFRESH = 1024  # rows between exact recomputations of a rolling window's statistics
-_jit = numba.njit(cache=True, nogil=True, fastmath={"contract"})
+_jit = numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 
 
 @_jit
@@ -180,51 +180,71 @@ def _rolling_mean_std(x, window, ddof, kind, scale, a, b):
     mean to ``a`` and the std to ``b``; ``SCALED_CV`` writes ``scale·std/mean`` to ``a``
     (Bollinger width); ``ZSCORE`` writes ``(x - mean)/std`` to ``a``, 0 where std is 0.
     A window holding a non-finite value is NaN.
+
+    Rows go in blocks of ``_REFRESH``: the sequential update fills a block of means and
+    variances, then branch-free loops over the block (which the compiler vectorises)
+    take the square roots and ratios, off the recursion's critical path.
     """
     n = x.shape[0]
+    means = np.empty(_REFRESH)
+    stds = np.empty(_REFRESH)
     last_bad = -1  # a window is complete and clean once t - last_bad >= window
     run = 0  # length of the current run of identical values (flat windows are exact)
+    prev = np.nan
     fresh = True
     centre = 0.0  # a value of the window at the last refresh; the update runs on x - centre
     mean = 0.0  # mean of x - centre over the window
     m2 = 0.0
     inv_w = 1.0 / window
     inv_dof = 1.0 / (window - ddof)
-    prev = np.nan
-    for t in range(n):
-        v = x[t]
-        run = run + 1 if v == prev else 1  # a select, not a branch; NaN never equals
-        prev = v
-        if v - v != 0.0:  # NaN or ±inf
-            last_bad = t
-            fresh = True
-        if t - last_bad < window:
-            a[t] = np.nan
-            if kind == MEAN_STD:
-                b[t] = np.nan
-            continue
-        if run >= window:
-            centre, mean, m2 = v, 0.0, 0.0
-            fresh = True  # leaving the flat stretch restarts from an exact window
-        elif fresh or t & (_REFRESH - 1) == 0:
-            centre, mean, m2 = _window_mean_m2(x, t, window)
-            fresh = False
-        else:
-            # Welford's update on values centred near the window: a price far from zero
-            # would otherwise lose the mean's low digits at every step.
-            dv = v - centre
-            do = x[t - window] - centre
-            new_mean = mean + (dv - do) * inv_w
-            m2 += (dv - do) * (dv - new_mean + do - mean)
-            mean = new_mean
-        std = np.sqrt(max(m2 * inv_dof, 0.0))
-        if kind == MEAN_STD:
-            a[t] = centre + mean
-            b[t] = std
-        elif kind == SCALED_CV:
-            a[t] = scale * std / (centre + mean)
-        else:
-            a[t] = (v - centre - mean) / std if std > 0.0 else 0.0
+    for start in range(0, n, _REFRESH):
+        stop = min(start + _REFRESH, n)
+        for t in range(start, stop):
+            v = x[t]
+            run = run + 1 if v == prev else 1  # a select, not a branch; NaN never equals
+            prev = v
+            if v - v != 0.0:  # NaN or ±inf
+                last_bad = t
+                fresh = True
+            if t - last_bad < window:
+                means[t - start] = np.nan
+                stds[t - start] = np.nan
+                continue
+            if run >= window:
+                centre, mean, m2 = v, 0.0, 0.0
+                fresh = True  # leaving the flat stretch restarts from an exact window
+            elif fresh or t == start:
+                centre, mean, m2 = _window_mean_m2(x, t, window)
+                fresh = False
+            else:
+                # Welford's update on values centred near the window: a price far from
+                # zero would otherwise lose the mean's low digits at every step.
+                dv = v - centre
+                do = x[t - window] - centre
+                new_mean = mean + (dv - do) * inv_w
+                m2 += (dv - do) * (dv - new_mean + do - mean)
+                mean = new_mean
+            means[t - start] = centre + mean
+            stds[t - start] = max(m2 * inv_dof, 0.0)  # the variance, until the block ends
+        _finish_block(x, start, stop, kind, scale, means, stds, a, b)
+
+
+@_jit
+def _finish_block(x, start, stop, kind, scale, means, stds, a, b):
+    """Write rows ``start:stop`` of the requested outputs from a block's statistics."""
+    m = stop - start
+    for i in range(m):
+        stds[i] = np.sqrt(stds[i])
+    if kind == MEAN_STD:
+        a[start:stop] = means[:m]
+        b[start:stop] = stds[:m]
+    elif kind == SCALED_CV:
+        for i in range(m):
+            a[start + i] = scale * stds[i] / means[i]
+    else:
+        for i in range(m):
+            z = (x[start + i] - means[i]) / stds[i]
+            a[start + i] = z if stds[i] != 0.0 else 0.0  # NaN std (no window) stays NaN
 
 
 @_jit
