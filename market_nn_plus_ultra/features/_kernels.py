@@ -124,8 +124,10 @@ def _macd(close, fast, slow, signal, line, sig, hist):
 def _true_range(high, low, close, i):
     """``max(high_i, close_{i-1}) - min(low_i, close_{i-1})``, NaN if any input is NaN."""
     h, lo, p = high[i], low[i], close[i - 1]
-    tr = (h if h > p else p) - (lo if lo < p else p)
-    return tr if h == h and lo == lo and p == p else np.nan
+    # The select keeps the bar's own value when the comparison fails, so a NaN high or
+    # low carries through as np.maximum/np.minimum would; only the close needs a check.
+    tr = (p if p > h else h) - (p if p < lo else lo)
+    return tr if p == p else np.nan
 
 
 @_jit
