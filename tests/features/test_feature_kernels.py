@@ -83,6 +83,16 @@ def test_recursion_warmup_and_nan_rows_are_exact():
     line, sig, hist = macd(x)
     for out in (line, sig, hist):
         assert np.flatnonzero(np.isnan(out)).tolist() == [*range(33), *range(60, 120)]
+    # ATR: a NaN high or low blanks its own bar on; a NaN close the next bar on (the true
+    # range of bar t uses the close of bar t-1).
+    clean = _series(120, 8)
+    for which, first_nan in ((0, 50), (1, 50), (2, 51)):
+        bars = [clean * 1.01, clean * 0.99, clean.copy()]
+        bars[which][50] = np.nan
+        assert np.flatnonzero(np.isnan(atr_14(*bars))).tolist() == [
+            *range(14),
+            *range(first_nan, 120),
+        ]
     short = _series(20, 3)
     assert np.isnan(macd(short)[0]).all() and np.isnan(rsi_14(short[:14])).all()
     assert (
