@@ -19,25 +19,11 @@ if TYPE_CHECKING:
 
 # Library modules are imported inside the command so `plus-ultra --help` stays fast.
 
-_SUFFIXES = (".parquet", ".pq", ".csv")
-
 
 def _read_predictions(path: Path, return_column: str) -> pd.DataFrame:
-    import pandas as pd
+    from ..evaluation.walkforward_io import read_predictions
 
-    if not path.exists():
-        raise FileNotFoundError(f"predictions file {path} does not exist — pass --predictions P")
-    suffix = path.suffix.lower()
-    if suffix not in _SUFFIXES:
-        raise ValueError(
-            f"predictions file {path}: unsupported extension {suffix!r}; use .parquet or .csv"
-        )
-    try:
-        frame = pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"predictions file {path} could not be read: {err}") from None
-    if isinstance(frame.index, pd.MultiIndex):
-        frame = frame.reset_index()
+    frame = read_predictions(path)
     for name in ("timestamp", "symbol", "position", return_column):
         if name not in frame.columns:
             guess = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=1)
@@ -46,10 +32,6 @@ def _read_predictions(path: Path, return_column: str) -> pd.DataFrame:
                 f"predictions file {path}: no column {name!r}.{hint} "
                 f"Columns present: {list(frame.columns)}."
             )
-    try:
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"predictions.timestamp: not parseable as timestamps ({err})") from None
     return frame
 
 

@@ -16,23 +16,11 @@ if TYPE_CHECKING:
 
 # Library modules are imported inside the command so `plus-ultra --help` stays fast.
 
-_TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
-
 
 def _read_frame(path: Path, what: str) -> pd.DataFrame:
-    import pandas as pd
+    from ..evaluation.walkforward_io import read_frame
 
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file {path} does not exist.")
-    suffix = path.suffix.lower()
-    if suffix not in _TABLE_SUFFIXES:
-        raise ValueError(
-            f"{what} file {path}: unsupported extension {suffix!r}; use .parquet or .csv."
-        )
-    try:
-        return pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{what} file {path} could not be read: {err}") from None
+    return read_frame(path, what)
 
 
 def _summary(path: Path | None) -> dict[str, Any]:

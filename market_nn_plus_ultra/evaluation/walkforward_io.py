@@ -23,23 +23,31 @@ from ..config import DataConfig, EvaluationConfig, GuardrailsConfig
 from .guardrails import apply_guardrails, sectors_from_assets
 from .walkforward import WalkForwardBacktester, WalkForwardResult
 
-__all__ = ["read_predictions", "walkforward_from_files", "write_walkforward"]
+__all__ = ["read_frame", "read_predictions", "walkforward_from_files", "write_walkforward"]
+
+
+def read_frame(path: str | Path, what: str = "predictions") -> pd.DataFrame:
+    """Read a .parquet or .csv table; errors name ``what`` the file is and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} file {path} does not exist — check the path"
+            + (" or write one with `plus-ultra predict`" if what == "predictions" else "")
+        )
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise ValueError(
+            f"{what} file {path}: unsupported extension {suffix!r}; use .parquet or .csv"
+        )
+    try:
+        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{what} file {path} could not be read: {err}") from None
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read a predictions file (.parquet or .csv; ``timestamp``, ``symbol`` as index or columns)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"predictions file {path} does not exist — write one with `plus-ultra predict`"
-        )
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".pq", ".csv"):
-        raise ValueError(f"predictions file {path}: use .parquet or .csv, not {suffix!r}")
-    try:
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"predictions file {path} could not be read: {err}") from None
+    frame = read_frame(path, "predictions")
     if isinstance(frame.index, pd.MultiIndex):
         frame = frame.reset_index()
     if "timestamp" in frame.columns:
