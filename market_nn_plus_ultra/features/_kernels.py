@@ -201,6 +201,19 @@ def _rolling_mean_std(x, window, ddof, kind, scale, a, b):
     inv_dof = 1.0 / (window - ddof)
     for start in range(0, n, _REFRESH):
         stop = min(start + _REFRESH, n)
+        if window > 1 and start - last_bad >= window and _plain_block(x, start, stop):
+            # Every window ending in the block is finite and none is flat: the update
+            # needs no per-row checks (same arithmetic as the careful loop below).
+            centre, mean, m2 = _window_mean_m2(x, start, window)
+            means[0] = centre + mean
+            stds[0] = max(m2 * inv_dof, 0.0)
+            for t in range(start + 1, stop):
+                mean, m2 = _welford(x, t, window, centre, mean, m2, inv_w)
+                means[t - start] = centre + mean
+                stds[t - start] = max(m2 * inv_dof, 0.0)
+            run, prev, fresh = 1, x[stop - 1], False
+            _finish_block(x, start, stop, kind, scale, means, stds, a, b)
+            continue
         for t in range(start, stop):
             v = x[t]
             run = run + 1 if v == prev else 1  # a select, not a branch; NaN never equals
@@ -219,16 +232,35 @@ def _rolling_mean_std(x, window, ddof, kind, scale, a, b):
                 centre, mean, m2 = _window_mean_m2(x, t, window)
                 fresh = False
             else:
-                # Welford's update on values centred near the window: a price far from
-                # zero would otherwise lose the mean's low digits at every step.
-                dv = v - centre
-                do = x[t - window] - centre
-                new_mean = mean + (dv - do) * inv_w
-                m2 += (dv - do) * (dv - new_mean + do - mean)
-                mean = new_mean
+                mean, m2 = _welford(x, t, window, centre, mean, m2, inv_w)
             means[t - start] = centre + mean
             stds[t - start] = max(m2 * inv_dof, 0.0)  # the variance, until the block ends
         _finish_block(x, start, stop, kind, scale, means, stds, a, b)
+
+
+@_jit
+def _plain_block(x, start, stop):
+    """True when ``x[start:stop]`` (``start > 0``) is all finite with no value equal to
+    the one before it — no row of the block can start or extend a flat run."""
+    flags = 0
+    for t in range(start, stop):
+        v = x[t]
+        flags += (v - v != 0.0) | (v == x[t - 1])  # branch-free, so it vectorises
+    return flags == 0
+
+
+@_jit
+def _welford(x, t, window, centre, mean, m2, inv_w):
+    """One step of Welford's rolling update as row ``t`` enters and ``t - window`` leaves.
+
+    Runs on values centred near the window: a price far from zero would otherwise lose
+    the mean's low digits at every step. Returns the new (mean of x - centre, m2).
+    """
+    dv = x[t] - centre
+    do = x[t - window] - centre
+    new_mean = mean + (dv - do) * inv_w
+    m2 += (dv - do) * (dv - new_mean + do - mean)
+    return new_mean, m2
 
 
 @_jit

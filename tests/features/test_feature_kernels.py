@@ -157,3 +157,20 @@ def test_unusable_periods_are_named_errors():
         volume_z_20(x, period=1)
     with pytest.raises(ValueError, match="period must be at least 1, got 0"):
         seeded_ema(x, 0.5, 0)
+
+
+def test_long_series_prefixes_give_identical_rolling_values():
+    # Blocks of 1,024 rows take a check-free path unless a value is NaN or repeats the one
+    # before it; both paths must give the same bits, whatever follows the cut.
+    x = _series(5000, 9)
+    x[3000] = x[2999]  # a repeat in the fourth block
+    x[4100] = np.nan  # a NaN in the last
+    full_width, full_z = bb_width_20(x), volume_z_20(x)
+    full_mean, full_std = rolling_mean_std(x, 20, ddof=1)
+    for cut in (2999, 3001, 3500, 4096, 4101):
+        np.testing.assert_array_equal(bb_width_20(x[:cut]), full_width[:cut])
+        np.testing.assert_array_equal(volume_z_20(x[:cut]), full_z[:cut])
+        mean, std = rolling_mean_std(x[:cut], 20, ddof=1)
+        np.testing.assert_array_equal(mean, full_mean[:cut])
+        np.testing.assert_array_equal(std, full_std[:cut])
+    assert np.isnan(full_width[4100:4120]).all() and np.isfinite(full_width[4120:]).all()
