@@ -524,6 +524,11 @@ class TrainingConfig(_Section):
     max_steps: int = Field(
         -1, ge=-1, description="Stop after this many optimiser steps; -1 = run max_epochs."
     )
+    limit_train_batches: int | float = Field(
+        1.0,
+        gt=0,
+        description="Training batches per epoch: an integer count, or a fraction (1.0 = all).",
+    )
     gradient_clip: float | None = Field(
         1.0, gt=0, description="Clip the global gradient norm to this value; null = no clipping."
     )

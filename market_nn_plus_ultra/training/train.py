@@ -274,6 +274,7 @@ def train(
         precision=resolve_precision(t.precision, t.accelerator),
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
+        limit_train_batches=t.limit_train_batches,
         gradient_clip_val=t.gradient_clip,
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=t.deterministic,
