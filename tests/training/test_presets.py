@@ -74,6 +74,18 @@ def test_desktop_preset_is_small():
     )
 
 
+@pytest.mark.parametrize(
+    ("pretrain", "supervised"),
+    [("pretrain_desktop.yaml", "default_desktop.yaml"), ("pretrain.yaml", "default.yaml")],
+)
+def test_pretrain_presets_warm_start_their_training_presets(pretrain, supervised):
+    a, b = load_config(CONFIGS / pretrain), load_config(CONFIGS / supervised)
+    # the fields a backbone checkpoint must share with the model it warm-starts
+    shape = ("architecture", "d_model", "depth", "n_heads", "ff_mult", "patch_size", "dilations")
+    assert {k: getattr(a.model, k) for k in shape} == {k: getattr(b.model, k) for k in shape}
+    assert a.features == b.features  # the same input columns, in the same order
+
+
 def test_asset_class_costs_are_ordered():
     cost = {n: load_config(CONFIGS / n).training.cost_bps for n in TRAIN_PRESETS}
     assert cost["forex.yaml"] < 1.0 <= cost["equities.yaml"] <= 5.0 < cost["crypto.yaml"]
