@@ -157,7 +157,15 @@ def _callbacks(cfg: Config, out: Path, has_val: bool) -> list[Callback]:
             )
         )
     if t.early_stopping_patience and has_val:
-        callbacks.append(EarlyStopping(monitor, patience=t.early_stopping_patience, mode=mode))
+        # judged after validation only: a run that max_steps ends mid-epoch has no val_* yet
+        callbacks.append(
+            EarlyStopping(
+                monitor,
+                patience=t.early_stopping_patience,
+                mode=mode,
+                check_on_train_epoch_end=False,
+            )
+        )
     if t.progress_bar and _has_rich():
         from lightning.pytorch.callbacks import RichProgressBar
 

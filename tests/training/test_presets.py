@@ -106,8 +106,6 @@ def test_train_preset_runs_one_step(name, tmp_path):
         db,
         tmp_path / "run",
         "training.max_steps=1",
-        # one step ends the run before any validation, so there is no val_ic to stop on
-        "training.early_stopping_patience=null",
         "training.accelerator=cpu",
         "training.devices=1",
         "tracking.tensorboard=false",
