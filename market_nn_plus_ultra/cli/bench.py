@@ -1,24 +1,46 @@
-"""``plus-ultra bench``: how fast a backbone trains on this machine."""
+"""``plus-ultra bench``: how fast a backbone trains on this machine, and the benchmark catalogue."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..config import ModelConfig
+from ..config import ModelConfig, PretrainingConfig, TrainingConfig
 from ..models.profiling import (
     ProfileResult,
     measure_matmul_peak,
     profile_backbone,
     with_peak,
 )
-from ._common import ConfigOption, SetOption, console, load, out, user_errors, wrote
+from ..orchestration.sweep import (
+    COMPARED_METRICS,
+    ComparisonResult,
+    Scenario,
+    expand_scenarios,
+    parse_values,
+    run_pretraining_comparison,
+    run_sweep,
+)
+from ._common import (
+    ConfigOption,
+    SetOption,
+    console,
+    load,
+    out,
+    progress,
+    user_errors,
+    wrote,
+)
 
-app = typer.Typer(help="Benchmarks: training-step speed, memory and MFU.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: training-step speed, memory and MFU; sweeps and the pretraining comparison.",
+    no_args_is_help=True,
+)
 
 _MODEL = ModelConfig.model_fields
 
@@ -136,4 +158,196 @@ def _table(r: ProfileResult, cfg: ModelConfig) -> Table:
     ]
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+# ------------------------------------------------------------------------------------------
+# The benchmark catalogue: sweeps and the pretraining comparison (docs/benchmarks.md)
+# ------------------------------------------------------------------------------------------
+
+_TRAIN = TrainingConfig.model_fields
+_LIST = "Comma list, or repeat the option."
+CatalogueOption = Annotated[
+    Path,
+    typer.Option("--catalogue", help="Parquet catalogue the rows are appended to."),
+]
+LimitOption = Annotated[
+    str | None,
+    typer.Option("--limit-train-batches", help=_TRAIN["limit_train_batches"].description),
+]
+EpochsOption = Annotated[
+    int | None, typer.Option("--max-epochs", help=_TRAIN["max_epochs"].description)
+]
+# nested progress bars clash: the sweep shows one bar over runs, Lightning none per run
+_QUIET = ["training.progress_bar=false", "pretraining.progress_bar=false"]
+
+
+def _budget(limit: str | None, max_epochs: int | None) -> dict[str, object]:
+    return {
+        "training.limit_train_batches": parse_values(limit)[0] if limit else None,
+        "training.max_epochs": max_epochs,
+    }
+
+
+def _fmt(value: object, spec: str = ",.4f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec) if isinstance(value, int | float) else str(value)
+
+
+@app.command("sweep")
+def sweep(
+    architectures: Annotated[
+        list[str] | None,
+        typer.Option("--architectures", help=f"Backbones to train. {_LIST}"),
+    ] = None,
+    model_dims: Annotated[
+        list[str] | None, typer.Option("--model-dims", help=f"model.d_model values. {_LIST}")
+    ] = None,
+    depths: Annotated[
+        list[str] | None, typer.Option("--depths", help=f"model.depth values. {_LIST}")
+    ] = None,
+    horizons: Annotated[
+        list[str] | None,
+        typer.Option("--horizons", help=f"Horizons (model.horizon = windows.horizon). {_LIST}"),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option("--grid", help="Any other config key to sweep, repeatable: KEY=V1,V2,…"),
+    ] = None,
+    limit_train_batches: LimitOption = None,
+    max_epochs: EpochsOption = None,
+    output: Annotated[
+        Path, typer.Option("--output", help="Folder for each scenario's run.")
+    ] = Path("outputs/sweeps"),
+    catalogue: CatalogueOption = Path("benchmarks/catalogue.parquet"),
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Train every combination of the swept values in turn; append one catalogue row each."""
+    with user_errors():
+        cfg = load(
+            config, [*_QUIET, *(overrides or [])], **_budget(limit_train_batches, max_epochs)
+        )
+        axes: dict[str, list] = {
+            "architecture": parse_values(architectures),
+            "d_model": parse_values(model_dims),
+            "depth": parse_values(depths),
+            "horizon": parse_values(horizons),
+        }
+        for item in grid or []:
+            key, sep, values = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--grid {item!r}: expected KEY=V1,V2, e.g. training.seed=1,2")
+            axes[key.strip()] = parse_values(values)
+        scenarios = expand_scenarios(axes)
+    console.print(f"sweeping {len(scenarios)} scenario(s) on {cfg.data.sqlite_path} …")
+    with progress() as bar:
+        task = bar.add_task("sweep", total=len(scenarios))
+
+        def started(i: int, scenario: Scenario) -> None:
+            bar.update(task, description=scenario.slug)
+
+        def done(i: int, scenario: Scenario, row: dict) -> None:
+            bar.advance(task)
+            if row["status"] != "ok":
+                console.print(f"[yellow]{scenario.slug} failed:[/] {row['error']}", highlight=False)
+
+        with user_errors():
+            result = run_sweep(cfg, scenarios, output, catalogue, on_start=started, on_done=done)
+    out.print(_sweep_table(result.rows))
+    if result.failed:
+        console.print(f"[yellow]{len(result.failed)} of {len(result.rows)} scenario(s) failed[/]")
+    wrote("runs", result.output)
+    wrote(f"catalogue ({len(result.rows)} row(s) appended)", result.catalogue_path)
+    if len(result.failed) == len(result.rows):
+        raise typer.Exit(1)
+
+
+def _sweep_table(rows: list[dict]) -> Table:
+    table = Table(title="sweep", show_header=True)
+    columns = ("scenario", "status", "params", "samples/s", "val loss", "val IC", "test IC")
+    for name in (*columns, "Sharpe", "ROI", "max DD", "s"):
+        table.add_column(name, justify="left" if name in ("scenario", "status") else "right")
+    for r in rows:
+        table.add_row(
+            r["scenario_id"].rsplit("/", 1)[-1],
+            r["status"],
+            _fmt(r.get("parameters"), ","),
+            _fmt(r.get("samples_per_s"), ",.1f"),
+            *(_fmt(r.get(k)) for k in ("val_loss", "val_ic", "test_ic", "sharpe")),
+            *(_fmt(r.get(k), ".2%") for k in ("roi", "max_drawdown")),
+            _fmt(r.get("runtime_s"), ",.1f"),
+        )
+    return table
+
+
+@app.command("pretraining-comparison")
+def pretraining_comparison(
+    objective: Annotated[
+        str | None,
+        typer.Option("--objective", help=PretrainingConfig.model_fields["objective"].description),
+    ] = None,
+    pretrain_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--pretrain-epochs", help=PretrainingConfig.model_fields["max_epochs"].description
+        ),
+    ] = None,
+    limit_train_batches: LimitOption = None,
+    max_epochs: EpochsOption = None,
+    output: Annotated[
+        Path, typer.Option("--output", help="Folder for the pretraining and both runs.")
+    ] = Path("outputs/sweeps"),
+    catalogue: CatalogueOption = Path("benchmarks/catalogue.parquet"),
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Train from scratch and warm-started from a pretraining run (same seed, data, budget)."""
+    with user_errors():
+        flags = {
+            **_budget(limit_train_batches, max_epochs),
+            "pretraining.objective": objective,
+            "pretraining.max_epochs": pretrain_epochs,
+        }
+        cfg = load(config, [*_QUIET, *(overrides or [])], **flags)
+    console.print(f"comparing {cfg.pretraining.objective} pretraining on {cfg.data.sqlite_path} …")
+    with progress() as bar:
+        task = bar.add_task("compare", total=3)
+
+        stage = iter(range(3))
+
+        def step(label: str) -> None:
+            if next(stage):  # each stage after the first closes the one before
+                bar.advance(task)
+            bar.update(task, description=label)
+
+        with user_errors():
+            result = run_pretraining_comparison(cfg, output, catalogue, step=step)
+        bar.advance(task)
+    out.print(_comparison_table(result))
+    for row in (result.scratch, result.warm_start):
+        if row["status"] != "ok":
+            console.print(f"[yellow]{row['kind']} failed:[/] {row['error']}", highlight=False)
+    wrote("runs", result.output)
+    wrote(f"catalogue (comparison {result.comparison_id})", result.catalogue_path)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _comparison_table(result: ComparisonResult) -> Table:
+    table = Table(title="warm-started minus scratch", show_header=True)
+    for name in ("figure", "scratch", "warm-started", "delta"):
+        table.add_column(name, justify="left" if name == "figure" else "right")
+    labels = {
+        "val_loss": "val loss",
+        "val_ic": "val IC",
+        "test_ic": "test IC",
+        "sharpe": "Sharpe (test backtest)",
+        "runtime_s": "training time (s)",
+    }
+    for key in COMPARED_METRICS:
+        a, b = result.scratch.get(key), result.warm_start.get(key)
+        table.add_row(labels.get(key, key), _fmt(a), _fmt(b), _fmt(result.deltas[key], "+,.4f"))
+    table.add_row("pretraining time (s)", "", _fmt(result.warm_start.get("pretrain_s")), "")
     return table
