@@ -155,35 +155,60 @@ def _assemble(
     lo: int | None,
     hi: int | None,
 ) -> pd.DataFrame:
-    ts_parts, code_parts, cols = [], [], {c: [] for c in OHLCV}
-    ind_frames = []
+    ts_parts, col_parts, ind_frames = [], [], []
     offset = 0
     for code, (series, ind) in enumerate(parts):
-        ts = series.column("ts").to_numpy(zero_copy_only=False)
-        if len(ts) and pd.isna(ts).any():
+        if series.column("ts").null_count:
             raise StoreError(
                 f"series.timestamp: unparseable timestamps for {symbols[code]} — "
                 "run `plus-ultra data validate` to list them"
             )
-        ts = ts.astype(np.int64)
-        keep = _trim(ts, lo, hi)
-        ts_parts.append(ts[keep])
-        code_parts.append(np.full(int(keep.sum()), code, dtype=np.int32))
-        for c in OHLCV:
-            cols[c].append(_as_float(series.column(c))[keep])
+        ts = series.column("ts").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        columns = {c: _as_float(series.column(c)) for c in OHLCV}
+        if lo is not None or hi is not None:
+            keep = _trim(ts, lo, hi)
+            ts, columns = ts[keep], {c: v[keep] for c, v in columns.items()}
+        ts_parts.append(ts)
+        col_parts.append(columns)
         if ind is not None and ind.num_rows:
-            ind_frames.append((code, offset, ts[keep], ind))
-        offset += int(keep.sum())
+            ind_frames.append((code, offset, ts, ind))
+        offset += len(ts)
 
-    ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, np.int64)
-    codes = np.concatenate(code_parts) if code_parts else np.empty(0, np.int32)
-    # Rows arrive symbol-major, each symbol sorted by time: a stable sort on time alone
-    # yields (timestamp, symbol) order in one merge pass.
-    order = np.argsort(ts_all, kind="stable")
-    ts_sorted = ts_all[order]
-    data = {c: np.concatenate(v)[order] if v else np.empty(0) for c, v in cols.items()}
-    data.update(_pivot_indicators(ind_frames, len(ts_all), order))
-    index = _make_index(ts_sorted, codes[order], symbols)
+    n = offset
+    lengths = [len(t) for t in ts_parts]
+    shared = bool(ts_parts) and all(
+        len(t) == lengths[0] and np.array_equal(t, ts_parts[0]) for t in ts_parts
+    )
+    if shared:
+        # Every symbol on one calendar: (timestamp, symbol) order is a plain interleave.
+        n_syms = len(ts_parts)
+        ts_sorted = np.repeat(ts_parts[0], n_syms)
+        codes = np.tile(np.arange(n_syms, dtype=np.int32), lengths[0])
+        order = np.arange(n).reshape(n_syms, lengths[0]).T.ravel()
+        data = {}
+        for c in OHLCV:
+            out = np.empty((lengths[0], n_syms))
+            for k, columns in enumerate(col_parts):
+                out[:, k] = columns[c]
+            data[c] = out.ravel()
+    else:
+        # Rows arrive symbol-major, each symbol sorted by time: a stable sort on time
+        # alone yields (timestamp, symbol) order (timsort merges the sorted runs).
+        ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, np.int64)
+        order = np.argsort(ts_all, kind="stable")
+        ts_sorted = ts_all[order]
+        codes = np.repeat(np.arange(len(ts_parts), dtype=np.int32), lengths)[order]
+        rank = np.empty(n, dtype=np.int64)  # where each concatenated row lands
+        rank[order] = np.arange(n)
+        bounds = np.cumsum([0, *lengths])
+        data = {}
+        for c in OHLCV:
+            out = np.empty(n)
+            for k, columns in enumerate(col_parts):
+                out[rank[bounds[k] : bounds[k + 1]]] = columns[c]
+            data[c] = out
+    data.update(_pivot_indicators(ind_frames, n, order))
+    index = _make_index(ts_sorted, codes, symbols)
     return pd.DataFrame(data, index=index, copy=False)
 
 
