@@ -167,6 +167,7 @@ class WalkForwardBacktester:
         bootstrap: bool = True,
         seed: int = 0,
         on_step: Callable[[str], None] | None = None,
+        splits: Sequence[TimeSplit] | None = None,
     ) -> WalkForwardResult:
         """Walk-forward metrics of ``predictions`` and the baselines on the same folds.
 
@@ -176,12 +177,14 @@ class WalkForwardBacktester:
         ``baselines``: names (default ``config.baselines``). ``regime_column``: a
         predictions column of labels for per-regime metrics. ``bootstrap``: add
         confidence intervals and P(model Sharpe > baseline Sharpe) to the summary.
+        ``splits``: score exactly these folds (e.g. those a retrained walk-forward trained
+        on) instead of this backtester's folds over the predictions' bars.
         """
         cfg = config or EvaluationConfig()
         names = list(cfg.baselines if baselines is None else baselines)
         notify = on_step or (lambda _message: None)
         frame = _predictions(predictions)
-        splits = self.splits(frame["timestamp"])
+        splits = list(splits) if splits is not None else self.splits(frame["timestamp"])
         ppy = infer_periods_per_year(pd.DatetimeIndex(frame["timestamp"].unique()))
         skipped: dict[str, str] = {}
         if panel is None:
