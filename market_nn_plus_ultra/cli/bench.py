@@ -5,27 +5,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from ..config import ModelConfig, PretrainingConfig, TrainingConfig
-from ..models.profiling import (
-    ProfileResult,
-    measure_matmul_peak,
-    profile_backbone,
-    with_peak,
-)
-from ..orchestration.sweep import (
-    COMPARED_METRICS,
-    ComparisonResult,
-    Scenario,
-    expand_scenarios,
-    parse_values,
-    run_pretraining_comparison,
-    run_sweep,
-)
 from ._common import (
     ConfigOption,
     SetOption,
@@ -36,6 +21,12 @@ from ._common import (
     user_errors,
     wrote,
 )
+
+if TYPE_CHECKING:
+    from ..models.profiling import ProfileResult
+    from ..orchestration.sweep import ComparisonResult, Scenario
+
+# torch and Lightning load inside the commands, so `plus-ultra --help` stays fast.
 
 app = typer.Typer(
     help="Benchmarks: training-step speed, memory and MFU; sweeps and the pretraining comparison.",
@@ -95,6 +86,8 @@ def profile(
     overrides: SetOption = None,
 ) -> None:
     """Profile one training step (forward, backward, fused AdamW) of a backbone + head."""
+    from ..models.profiling import measure_matmul_peak, profile_backbone, with_peak
+
     with user_errors():
         if dtype not in ("auto", "bf16", "fp32"):
             raise ValueError(f"--dtype {dtype!r}: use bf16, fp32 or auto")
@@ -183,6 +176,8 @@ _QUIET = ["training.progress_bar=false", "pretraining.progress_bar=false"]
 
 
 def _budget(limit: str | None, max_epochs: int | None) -> dict[str, object]:
+    from ..orchestration.sweep import parse_values
+
     return {
         "training.limit_train_batches": parse_values(limit)[0] if limit else None,
         "training.max_epochs": max_epochs,
@@ -225,6 +220,8 @@ def sweep(
     overrides: SetOption = None,
 ) -> None:
     """Train every combination of the swept values in turn; append one catalogue row each."""
+    from ..orchestration.sweep import expand_scenarios, parse_values, run_sweep
+
     with user_errors():
         cfg = load(
             config, [*_QUIET, *(overrides or [])], **_budget(limit_train_batches, max_epochs)
@@ -304,6 +301,8 @@ def pretraining_comparison(
     overrides: SetOption = None,
 ) -> None:
     """Train from scratch and warm-started from a pretraining run (same seed, data, budget)."""
+    from ..orchestration.sweep import run_pretraining_comparison
+
     with user_errors():
         flags = {
             **_budget(limit_train_batches, max_epochs),
@@ -336,6 +335,8 @@ def pretraining_comparison(
 
 
 def _comparison_table(result: ComparisonResult) -> Table:
+    from ..orchestration.sweep import COMPARED_METRICS
+
     table = Table(title="warm-started minus scratch", show_header=True)
     for name in ("figure", "scratch", "warm-started", "delta"):
         table.add_column(name, justify="left" if name == "figure" else "right")
