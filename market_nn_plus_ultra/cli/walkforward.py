@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
 from rich.table import Table
 
-from ..config import EvaluationConfig, field_help
+from ..config import Config, EvaluationConfig, field_help
 from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
+
+if TYPE_CHECKING:
+    from ..evaluation.walkforward import WalkForwardResult
 
 __all__ = ["walkforward"]
 
@@ -69,13 +72,57 @@ def _table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _check_mode(retrain: bool, predictions: Path | None, guardrails: bool) -> None:
+    """Refuse option mixes that mean nothing, naming the option to drop or add."""
+    if retrain and predictions is not None:
+        raise ValueError(
+            "--predictions is not used with --retrain: the retrain mode trains a model per "
+            "fold and writes its own out-of-sample predictions under --output-dir. Drop "
+            "--predictions (or --retrain to score an existing predictions file)."
+        )
+    if retrain and guardrails:
+        raise ValueError(
+            "--guardrails is not available with --retrain yet: score the retrained run's "
+            "predictions.parquet (under --output-dir) with `plus-ultra walkforward "
+            "--predictions … --guardrails` instead"
+        )
+    if not retrain and predictions is None:
+        raise ValueError(
+            "missing --predictions: pass a predictions file (plus-ultra predict writes one), "
+            "or --retrain --config … to train a fresh model per fold"
+        )
+
+
+def _retrain(cfg: Config, output_dir: Path, bootstrap: bool) -> WalkForwardResult:
+    """Run the retrain pipeline under a progress bar of folds."""
+    from ..orchestration.retrain import walkforward_retrain
+
+    with progress() as bar:
+        task = bar.add_task("walk-forward folds", total=None)
+
+        def on_fold(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total or None, description=message)
+
+        result = walkforward_retrain(
+            cfg,
+            output_dir,
+            bootstrap=bootstrap,
+            on_fold=on_fold,
+            on_step=lambda message: bar.update(task, description=message),
+        )
+    return result
+
+
 def walkforward(
     predictions: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            "--predictions", "-p", help="Predictions file (.parquet or .csv).", show_default=False
+            "--predictions",
+            "-p",
+            help="Predictions file (.parquet or .csv); not with --retrain.",
+            show_default=False,
         ),
-    ],
+    ] = None,
     db: Annotated[
         Path | None,
         typer.Option(
@@ -128,6 +175,20 @@ def walkforward(
         Path | None,
         typer.Option("--breaches-output", help="Guardrail breaches Parquet (with --guardrails)."),
     ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Train a fresh model per fold (the --config's model and training) on the "
+            "fold's past only, predict its test bars, and score those predictions.",
+        ),
+    ] = False,
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            "--output-dir", help="With --retrain: one resumable run folder per fold (fold_k/)."
+        ),
+    ] = Path("outputs/walkforward"),
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -135,15 +196,24 @@ def walkforward(
 
     Cuts the predictions' bars into purged folds (train window, embargo, test window),
     scores the model's positions and every baseline on each test window, and prints the
-    stitched out-of-sample metrics side by side. The model is not refitted (no --retrain
-    here); the ridge and lightgbm baselines are refitted on every fold's training bars.
+    stitched out-of-sample metrics side by side. The model's positions are read from the
+    file as they are; the ridge and lightgbm baselines are refitted on every fold's
+    training bars.
+
+    With --retrain, a fresh model is trained per fold on that fold's past only (purged by
+    the window, horizon and embargo), predicts the fold's test bars, and the stitched
+    predictions are scored the same way; finished folds are skipped on a re-run.
 
     Example: plus-ultra walkforward --predictions predictions.parquet --db market.db
     --train-window 252 --test-window 63 --cost-bps 5
+
+    Example: plus-ultra walkforward --retrain --config configs/default_desktop.yaml
+    --train-window 504 --test-window 63 --output-dir outputs/walkforward
     """
     from ..evaluation.walkforward_io import walkforward_from_files, write_walkforward
 
     with user_errors():
+        _check_mode(retrain, predictions, guardrails)
         cfg = load(
             config,
             overrides,
@@ -158,21 +228,27 @@ def walkforward(
                 "evaluation.regime_column": regime_column,
             },
         )
-        with progress() as bar:
-            task = bar.add_task("reading predictions", total=None)
-            result = walkforward_from_files(
-                predictions,
-                cfg.evaluation,
-                cfg.data if db is not None else None,
-                bootstrap=bootstrap,
-                guardrails=cfg.guardrails if guardrails else None,
-                seed=cfg.seed,
-                on_step=lambda message: bar.update(task, description=message),
-            )
-            bar.update(task, description="writing outputs")
-            paths = write_walkforward(
-                result, metrics_output, summary_output, regimes_output, breaches_output
-            )
+        if retrain:
+            result = _retrain(cfg, output_dir, bootstrap)
+            paths = write_walkforward(result, metrics_output, summary_output, regimes_output)
+            paths["fold runs (fold_k/, resumable)"] = output_dir
+            paths["predictions (stitched)"] = Path(result.summary["retrain"]["predictions"])
+        else:
+            with progress() as bar:
+                task = bar.add_task("reading predictions", total=None)
+                result = walkforward_from_files(
+                    predictions,
+                    cfg.evaluation,
+                    cfg.data if db is not None else None,
+                    bootstrap=bootstrap,
+                    guardrails=cfg.guardrails if guardrails else None,
+                    seed=cfg.seed,
+                    on_step=lambda message: bar.update(task, description=message),
+                )
+                bar.update(task, description="writing outputs")
+                paths = write_walkforward(
+                    result, metrics_output, summary_output, regimes_output, breaches_output
+                )
     out.print(_table(result.summary))
     boot = result.summary.get("bootstrap")
     if boot:

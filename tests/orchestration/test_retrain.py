@@ -125,3 +125,44 @@ def test_retrain_trains_each_fold_on_its_past_and_resumes(cfg, tmp_path):
         again.per_split[again.per_split["strategy"] != "model"],
         per[per["strategy"] != "model"],
     )
+
+
+def test_cli_retrain_writes_outputs_and_rejects_option_mixes(cfg, tmp_path):
+    from typer.testing import CliRunner
+
+    from market_nn_plus_ultra.cli.main import app
+
+    sets = [a for item in TINY for a in ("--set", item)]
+    common = [
+        "walkforward",
+        "--db",
+        str(cfg.data.sqlite_path),
+        "--train-window",
+        "100",
+        "--test-window",
+        "60",
+        "--metrics-output",
+        str(tmp_path / "per_split.parquet"),
+        "--summary-output",
+        str(tmp_path / "summary.json"),
+        *sets,
+    ]
+    runner = CliRunner()
+    run = runner.invoke(app, [*common, "--retrain", "--output-dir", str(tmp_path / "runs")])
+    assert run.exit_code == 0, run.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_splits"] == 2 and len(summary["retrain"]["folds"]) == 2
+    assert summary["settings"]["train_window"] == 100
+    per = pd.read_parquet(tmp_path / "per_split.parquet")
+    assert set(per["split"]) == {"fold0", "fold1"} and (per["n_periods"] == 60).all()
+    assert (tmp_path / "runs" / "fold_1" / FOLD_PREDICTIONS).is_file()
+    assert str(tmp_path / "runs") in " ".join(run.output.split())
+
+    for args, message in (
+        (["--retrain", "-p", str(tmp_path / "p.parquet")], "--predictions is not used with"),
+        (["--retrain", "--guardrails"], "--guardrails is not available with --retrain"),
+        ([], "missing --predictions"),
+    ):
+        bad = runner.invoke(app, [*common, *args])
+        assert bad.exit_code == 2 and message in " ".join(bad.output.split()), bad.output
+        assert "Traceback" not in bad.output
