@@ -177,8 +177,6 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
 
 def _run_fold(cfg: Config, panel: pd.DataFrame, fold: RetrainFold, folder: Path) -> pd.DataFrame:
     """Train the fold's fresh model on its rows only, then predict its test bars."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / _FOLD_INFO).write_text(json.dumps(fold.describe(), indent=2) + "\n")
     fold_cfg = _fold_config(cfg, fold, folder)
     stamps = panel.index.get_level_values("timestamp")
     first, last = fold.bound(fold.read_rows, False), fold.bound(fold.read_rows, True)
@@ -194,6 +192,8 @@ def _run_fold(cfg: Config, panel: pd.DataFrame, fold: RetrainFold, folder: Path)
         batch_size=cfg.training.eval_batch_size or cfg.training.batch_size,
     )
     frame.insert(2, "fold", fold.name)
+    # written once the run folder exists (Lightning warns about non-empty folders)
+    (folder / _FOLD_INFO).write_text(json.dumps(fold.describe(), indent=2) + "\n")
     return frame
 
 
