@@ -1,1 +1,39 @@
-"""orchestration layer."""
+"""Orchestration layer: workflows that chain the others — the demo, walk-forward with
+retraining per fold, and benchmark sweeps with their Parquet catalogue."""
+
+from .catalogue import CATALOGUE_COLUMNS, append_catalogue, read_catalogue
+from .demo import DEMO_STEPS, DemoResult, build_demo_databases, demo_config, run_demo
+from .retrain import FOLD_PREDICTIONS, RetrainFold, retrain_folds, walkforward_retrain
+from .sweep import (
+    COMPARED_METRICS,
+    SWEEP_AXES,
+    ComparisonResult,
+    Scenario,
+    SweepResult,
+    expand_scenarios,
+    run_pretraining_comparison,
+    run_sweep,
+)
+
+__all__ = [
+    "CATALOGUE_COLUMNS",
+    "COMPARED_METRICS",
+    "DEMO_STEPS",
+    "FOLD_PREDICTIONS",
+    "SWEEP_AXES",
+    "ComparisonResult",
+    "DemoResult",
+    "RetrainFold",
+    "Scenario",
+    "SweepResult",
+    "append_catalogue",
+    "build_demo_databases",
+    "demo_config",
+    "expand_scenarios",
+    "read_catalogue",
+    "retrain_folds",
+    "run_demo",
+    "run_pretraining_comparison",
+    "run_sweep",
+    "walkforward_retrain",
+]
