@@ -134,6 +134,14 @@ def predict(
         Path | None,
         typer.Option("--metrics-output", help="Also write the metrics: .json, .csv or .md."),
     ] = None,
+    guardrails: Annotated[
+        bool,
+        typer.Option(
+            "--guardrails",
+            help="Apply the guardrails section of the config to the positions (exposure, "
+            "turnover, CVaR, drawdown, sector caps); breaches go to <output>_breaches.parquet.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -169,8 +177,20 @@ def predict(
                 batch_size=batch_size,
                 benchmark=benchmark,
                 on_batch=lambda done, total: bar.update(task, completed=done, total=total),
+                guardrails=cfg.guardrails if guardrails else None,
             )
         _write_predictions(frame, output)
+        breaches_path = None
+        if agent.breaches is not None:
+            console.print(
+                f"guardrails: {len(agent.breaches)} breaches "
+                + str(agent.breaches.groupby("rule").size().to_dict()),
+                highlight=False,
+            )
+            breaches_path = output.with_name(f"{output.stem}_breaches.parquet")
+            tmp = breaches_path.with_name(f".{breaches_path.name}.tmp")
+            agent.breaches.to_parquet(tmp, index=False)
+            tmp.replace(breaches_path)
         console.print(
             f"{len(frame)} predictions for {frame['symbol'].nunique()} symbols on {agent.device}",
             highlight=False,
@@ -191,5 +211,7 @@ def predict(
             )
             metrics_output = None
     wrote("predictions", output)
+    if breaches_path is not None:
+        wrote("guardrail breaches", breaches_path)
     if metrics_output is not None:
         wrote("metrics", metrics_output)

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import Config, ModelConfig, load_config
+from ..config import Config, GuardrailsConfig, ModelConfig, load_config
+from ..evaluation.guardrails import apply_guardrails, sectors_from_assets
 from ..features.compute import compute_features
 from ..models import HeadOutput, TradingModel, build_model
 from ..training import CheckpointError, MarketDataModule
@@ -95,7 +96,8 @@ class Agent:
 
     ``config``: the run's resolved config; ``model_info``: ``model_info.json`` (feature
     columns, symbols, window, horizon, …); ``normaliser_state``: the ``train_zscore``
-    statistics saved with the checkpoint (``None`` for other normalisations).
+    statistics saved with the checkpoint (``None`` for other normalisations);
+    ``breaches``: the guardrail breaches of the last ``predict(..., guardrails=...)``.
     """
 
     model: TradingModel
@@ -104,6 +106,7 @@ class Agent:
     checkpoint: Path
     device: torch.device
     normaliser_state: dict[str, Any] | None = None
+    breaches: pd.DataFrame | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Agent:
@@ -228,6 +231,7 @@ class Agent:
         batch_size: int = 1024,
         benchmark: str | None = None,
         on_batch: Callable[[int, int], None] | None = None,
+        guardrails: GuardrailsConfig | None = None,
     ) -> pd.DataFrame:
         """Predictions for every (timestamp, symbol) with a full window, ``start..end``.
 
@@ -238,6 +242,8 @@ class Agent:
         (simple close-to-close return t → t+1 on the symbol's own bars; NaN on its last
         bar) and ``benchmark_return`` (see :func:`~.benchmark.benchmark_returns`).
         ``on_batch(done, total)`` is called after each batch (progress bars).
+        ``guardrails``: limits applied to the positions (exposure, turnover, tail risk,
+        drawdown, sector caps; causal); the breaches land in :attr:`breaches`.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -269,7 +275,11 @@ class Agent:
         )
         db_path = Path(db) if db is not None else self.config.data.sqlite_path
         frame["benchmark_return"] = benchmark_returns(frame, db_path, benchmark)
-        return frame.sort_values(["timestamp", "symbol"], ignore_index=True)
+        frame = frame.sort_values(["timestamp", "symbol"], ignore_index=True)
+        self.breaches = None
+        if guardrails is not None:
+            frame, self.breaches = _guard(frame, guardrails, db_path)
+        return frame
 
     def _run(
         self,
@@ -346,3 +356,13 @@ def _realised(tensors: MarketTensors, t: np.ndarray, s: np.ndarray) -> np.ndarra
     if tensors.target == "log_return":
         value = np.expm1(value)
     return np.where(known, value, np.nan)
+
+
+def _guard(
+    frame: pd.DataFrame, cfg: GuardrailsConfig, db: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply the guardrails to the positions; sectors come from the database's assets."""
+    sectors = None
+    if cfg.max_sector_gross is not None or cfg.sector_caps:
+        sectors = sectors_from_assets(db)
+    return apply_guardrails(frame, cfg, sectors)

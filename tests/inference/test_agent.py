@@ -188,3 +188,17 @@ def test_quantile_and_probability_columns(db, tmp_path):
 def test_cuda_bf16_predictions_track_cpu(run, db, predictions):
     frame = Agent.from_checkpoint(run.checkpoint_dir, device="cuda:0").predict(db)
     np.testing.assert_allclose(frame["position"], predictions["position"], atol=0.05)
+
+
+def test_guardrails_cap_positions_and_record_breaches(run, db):
+    from market_nn_plus_ultra.config import GuardrailsConfig
+
+    agent = Agent.from_checkpoint(run.checkpoint_dir, device="cpu")
+    free = agent.predict(db)
+    assert agent.breaches is None
+    capped = agent.predict(db, guardrails=GuardrailsConfig(max_position=0.01))
+    assert (capped["position"].abs() <= 0.01 + 1e-12).all()
+    over = free["position"].abs() > 0.01
+    assert len(agent.breaches) == int(over.sum()) > 0
+    assert set(agent.breaches["rule"]) == {"max_position"}
+    pd.testing.assert_series_equal(capped["forecast"], free["forecast"])
