@@ -82,7 +82,7 @@ def report(
     cost_bps: Annotated[
         float | None,
         typer.Option(
-            "--cost-bps", min=0, help="Cost per unit traded, bps (default: training.cost_bps)."
+            "--cost-bps", min=0, help="Cost per unit traded, bps (default: evaluation.cost_bps)."
         ),
     ] = None,
     rolling_window: Annotated[
@@ -121,7 +121,7 @@ def report(
         provenance: dict[str, Any] = {"predictions file": str(predictions)}
         if cfg.data.sqlite_path and Path(cfg.data.sqlite_path).exists():
             provenance["database"] = str(cfg.data.sqlite_path)
-        cost = cfg.training.cost_bps if cost_bps is None else cost_bps
+        cost = cfg.evaluation.cost_bps if cost_bps is None else cost_bps
         data = build_report_data(
             frame,
             cost_bps=cost,

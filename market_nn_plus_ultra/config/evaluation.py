@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -110,6 +111,20 @@ class GuardrailsConfig(_Section):
     sector_caps: dict[str, float] = Field(
         default_factory=dict, description="Per-sector gross caps overriding max_sector_gross."
     )
+    factor_caps: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Caps on |net factor exposure| Σ loading·position / n per bar, by factor: "
+            "'market_beta' (rolling beta, causal) or a factor of factor_loadings."
+        ),
+    )
+    factor_loadings: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Static factor loadings {factor: {symbol: loading}}; absent symbols load 0.",
+    )
+    beta_window: int = Field(
+        63, ge=5, description="Bars of past returns in each symbol's rolling market beta."
+    )
     cvar_limit: float | None = Field(
         None, gt=0, description="De-risk when the rolling CVaR loss per bar exceeds this."
     )
@@ -127,6 +142,21 @@ class GuardrailsConfig(_Section):
     drawdown_stop_bars: int | None = Field(
         None, ge=1, description="Stay flat exactly this many bars instead of until recovery."
     )
+
+    @model_validator(mode="after")
+    def _check_factors(self) -> GuardrailsConfig:
+        known = ["market_beta", *self.factor_loadings]
+        for name, cap in self.factor_caps.items():
+            if name not in known:
+                guess = difflib.get_close_matches(name, known, n=1)
+                hint = f" — did you mean {guess[0]!r}?" if guess else ""
+                raise ValueError(
+                    f"guardrails.factor_caps: unknown factor {name!r}{hint} Factors: 'market_beta' "
+                    "or a name under guardrails.factor_loadings."
+                )
+            if not cap > 0:
+                raise ValueError(f"guardrails.factor_caps.{name} must be > 0, got {cap}")
+        return self
 
 
 class SimulationConfig(_Section):

@@ -1,4 +1,4 @@
-"""Risk guardrails on target positions: exposure, sector, turnover, tail-risk and drawdown.
+"""Risk guardrails on target positions: exposure, sector, factor, turnover, tail, drawdown.
 
 Rules run in this order on a predictions frame (one row per (timestamp, symbol)); each
 change is logged as a breach row ``(timestamp, symbol, rule, before, after, detail)``.
@@ -8,18 +8,23 @@ Exposures are fractions of capital under the backtest's equal capital per symbol
 
 1. ``max_position``: clip each |position|.
 2. ``sector_cap``: scale a sector's positions so its gross stays within its cap.
-3. ``max_gross`` / ``max_net``: scale every position at the bar.
-4. ``cvar``: the *guide* strategy (positions after rules 1–3) earns
+3. ``factor_cap``: scale every position at the bar so each capped factor's net exposure
+   |Σ_s L_{f,s} p_s| / n_t stays within its cap. ``market_beta`` loadings are each
+   symbol's rolling beta on the market return (``benchmark_return`` where present, else the
+   cross-sectional mean return) over the ``beta_window`` returns realised by t (taken as 1
+   until that many are known); other factors' loadings are static (``factor_loadings``).
+4. ``max_gross`` / ``max_net``: scale every position at the bar.
+5. ``cvar``: the *guide* strategy (positions after rules 1–4) earns
    r_t = mean_s(p_t · realised_return_t) over (t, t+1]. At bar t the CVaR of
    r_{t-W} .. r_{t-1} — returns already realised by t — is compared with the limit; over it,
    positions are multiplied by ``cvar_derisk``.
-5. ``drawdown_stop``: the guide's wealth Π_{s<t}(1 + r_s) (known at t) in a drawdown
+6. ``drawdown_stop``: the guide's wealth Π_{s<t}(1 + r_s) (known at t) in a drawdown
    deeper than ``drawdown_stop`` flattens the book until the drawdown is back above
    ``−drawdown_resume``, or for exactly ``drawdown_stop_bars`` bars (the peak then restarts).
-6. ``max_turnover``: mean |Δposition| per bar above the cap moves every symbol the same
+7. ``max_turnover``: mean |Δposition| per bar above the cap moves every symbol the same
    fraction of the way to its target (a flatten from rule 5 is never slowed).
 
-The risk signals of rules 4–5 are read from the guide strategy rather than the guarded one,
+The risk signals of rules 3, 5 and 6 are read from the guide strategy rather than the guarded one,
 so a de-risk cannot hide the very losses that triggered it, and every decision at t uses
 realised returns up to t − 1 only.
 """
@@ -27,6 +32,7 @@ realised returns up to t − 1 only.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -140,6 +146,57 @@ def _sector_caps(
     return after
 
 
+def _market_betas(frame: pd.DataFrame, t_codes: np.ndarray, n_bars: int, window: int) -> np.ndarray:
+    """Per row: the symbol's beta on the market over the ``window`` returns known at t.
+
+    ``realised_return`` at bar u is earned over (u, u+1], so at bar t the known returns
+    are those of bars ≤ t − 1: both series are shifted one bar before the rolling fit.
+    """
+    require_columns(frame, ["realised_return"], "predictions (guardrails factor_caps.market_beta)")
+    s_codes, symbols = pd.factorize(frame["symbol"], sort=True)
+    returns = np.full((n_bars, len(symbols)), np.nan)
+    returns[t_codes, s_codes] = frame["realised_return"].to_numpy(dtype=np.float64)
+    market = None
+    if "benchmark_return" in frame.columns and frame["benchmark_return"].notna().any():
+        bench = frame["benchmark_return"].to_numpy(dtype=np.float64)
+        market = pd.Series(bench).groupby(t_codes).first().reindex(range(n_bars)).to_numpy()
+    if market is None or np.isnan(market).all():
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # bars with no returns at all
+            market = np.nanmean(returns, axis=1)
+    known = pd.DataFrame(returns).shift(1)
+    known_market = pd.Series(market).shift(1)
+    cov = known.rolling(window, min_periods=window).cov(known_market)
+    var = known_market.rolling(window, min_periods=window).var()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = cov.to_numpy() / var.to_numpy()[:, None]
+    beta = np.where(np.isfinite(beta), beta, 1.0)  # too little history: a market-like asset
+    return beta[t_codes, s_codes]
+
+
+def _factor_caps(
+    frame: pd.DataFrame,
+    codes: np.ndarray,
+    pos: np.ndarray,
+    n: np.ndarray,
+    cfg: GuardrailsConfig,
+    log: _Log,
+) -> np.ndarray:
+    for name, cap in cfg.factor_caps.items():
+        if name == "market_beta" and name not in cfg.factor_loadings:
+            loading = _market_betas(frame, codes, len(n), cfg.beta_window)
+        else:
+            static = cfg.factor_loadings[name]
+            loading = frame["symbol"].map(static).astype(float).fillna(0.0).to_numpy()
+        exposure = _per_bar(codes, loading * pos, len(n)) / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(np.abs(exposure) > cap, cap / np.abs(exposure), 1.0)
+        after = pos * factor[codes]
+        log.add("factor_cap", pos, after, f"{name} exposure ", exposure[codes], f" > cap {cap:g}")
+        pos = after
+    return pos
+
+
 def _scale_exposure(
     codes: np.ndarray, pos: np.ndarray, n: np.ndarray, cfg: GuardrailsConfig, log: _Log
 ) -> np.ndarray:
@@ -231,7 +288,8 @@ def apply_guardrails(
     """Apply the configured limits to ``predictions.position``.
 
     ``predictions``: rows ``timestamp, symbol, position`` (+ ``realised_return``, needed
-    by the CVaR and drawdown rules; the return from t to t+1). ``sectors``:
+    by the CVaR, drawdown and market-beta rules: the return from t to t+1; and
+    ``benchmark_return``, the market of the beta where present). ``sectors``:
     ``{symbol: sector}`` for the sector caps. Returns the adjusted copy (sorted by
     timestamp, symbol; other columns kept) and the breaches frame (``BREACH_COLUMNS``).
     """
@@ -252,6 +310,7 @@ def apply_guardrails(
         log.add("max_position", pos, after, "|position| ", pos, f" > {cfg.max_position:g}")
         pos = after
     pos = _sector_caps(frame, pos, n[codes], cfg, sectors, log)
+    pos = _factor_caps(frame, codes, pos, n, cfg, log)
     pos = _scale_exposure(codes, pos, n, cfg, log)
 
     flat = np.zeros(len(pos), dtype=bool)

@@ -63,6 +63,44 @@ def test_position_gross_net_and_sector_caps():
     assert breaches.loc[breaches["rule"] == "sector_cap", "detail"].str.contains("tech").all()
 
 
+def test_static_factor_cap_by_hand():
+    frame = _frame({"A": [1.0, 1.0], "B": [1.0, -1.0], "C": [0.5, 0.5]})
+    loadings = {"value": {"A": 1.0, "B": 0.5}}  # C loads 0
+    cfg = GuardrailsConfig(factor_caps={"value": 0.25}, factor_loadings=loadings)
+    adjusted, breaches = apply_guardrails(frame, cfg)
+    # bar 0: (1 + 0.5) / 3 = 0.5 > 0.25 → every position × 0.5; bar 1: (1 − 0.5) / 3 = 0.167
+    np.testing.assert_allclose(adjusted["position"].iloc[:3], [0.5, 0.5, 0.25])
+    np.testing.assert_allclose(adjusted["position"].iloc[3:], [1.0, -1.0, 0.5])
+    assert breaches["rule"].unique().tolist() == ["factor_cap"]
+    assert breaches["detail"].str.startswith("value exposure 0.5 > cap 0.25").all()
+
+
+def test_market_beta_cap_uses_past_returns_only():
+    rng = np.random.default_rng(0)
+    n = 80
+    market = rng.normal(0.0, 0.01, n)
+    # A moves twice the market, B against it: betas 2 and −1, known once 10 returns are in
+    frame = _frame({"A": [1.0] * n, "B": [1.0] * n}, {"A": 2 * market, "B": -market})
+    frame["benchmark_return"] = np.repeat(market, 2)
+    cfg = GuardrailsConfig(factor_caps={"market_beta": 0.2}, beta_window=10)
+    adjusted, breaches = apply_guardrails(frame, cfg)
+    a, b = _pos(adjusted, "A"), _pos(adjusted, "B")
+    # first 10 bars: betas unknown, taken as 1 → exposure (1 + 1) / 2 = 1 → × 0.2
+    np.testing.assert_allclose(a[:10], 0.2)
+    # from bar 10 (returns of bars 0..9, earned by bar 10, known): exposure (2 − 1) / 2 = 0.5
+    np.testing.assert_allclose(a[10:], 0.4)
+    np.testing.assert_allclose(b[10:], 0.4)
+    assert breaches["rule"].unique().tolist() == ["factor_cap"]
+    # without a benchmark column the market is the cross-sectional mean (0.5 × market):
+    # betas 4 and −2 → exposure 1 → × 0.2
+    adjusted, _ = apply_guardrails(frame.drop(columns="benchmark_return"), cfg)
+    np.testing.assert_allclose(_pos(adjusted, "A")[10:], 0.2)
+    with pytest.raises(ValueError, match="did you mean 'market_beta'"):
+        GuardrailsConfig(factor_caps={"market_beat": 0.5})
+    with pytest.raises(ValueError, match="realised_return"):
+        apply_guardrails(frame.drop(columns="realised_return"), cfg)
+
+
 def test_turnover_cap_by_hand():
     frame = _frame({"A": [1.0, 1.0, -1.0, -1.0]})
     adjusted, breaches = apply_guardrails(frame, GuardrailsConfig(max_turnover=0.5))
@@ -113,13 +151,16 @@ def test_every_rule_is_causal():
         max_net=0.4,
         max_turnover=0.6,
         max_sector_gross=0.4,
+        factor_caps={"market_beta": 0.3},
+        beta_window=20,
         cvar_limit=0.01,
         cvar_window=20,
         drawdown_stop=0.05,
     )
     sectors = {"A": "x", "B": "x", "C": "y", "D": "y"}
     before, breaches = apply_guardrails(frame, cfg, sectors)
-    assert {"cvar", "drawdown_stop", "max_turnover", "sector_cap"} <= set(breaches["rule"])
+    rules = {"cvar", "drawdown_stop", "max_turnover", "sector_cap", "factor_cap"}
+    assert rules <= set(breaches["rule"])
     cut = frame["timestamp"].unique()[150]
     perturbed = frame.copy()
     later = perturbed["timestamp"] >= cut
