@@ -72,19 +72,13 @@ def _table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def _check_mode(retrain: bool, predictions: Path | None, guardrails: bool) -> None:
+def _check_mode(retrain: bool, predictions: Path | None) -> None:
     """Refuse option mixes that mean nothing, naming the option to drop or add."""
     if retrain and predictions is not None:
         raise ValueError(
             "--predictions is not used with --retrain: the retrain mode trains a model per "
             "fold and writes its own out-of-sample predictions under --output-dir. Drop "
             "--predictions (or --retrain to score an existing predictions file)."
-        )
-    if retrain and guardrails:
-        raise ValueError(
-            "--guardrails is not available with --retrain yet: score the retrained run's "
-            "predictions.parquet (under --output-dir) with `plus-ultra walkforward "
-            "--predictions … --guardrails` instead"
         )
     if not retrain and predictions is None:
         raise ValueError(
@@ -93,7 +87,7 @@ def _check_mode(retrain: bool, predictions: Path | None, guardrails: bool) -> No
         )
 
 
-def _retrain(cfg: Config, output_dir: Path, bootstrap: bool) -> WalkForwardResult:
+def _retrain(cfg: Config, output_dir: Path, bootstrap: bool, guardrails: bool) -> WalkForwardResult:
     """Run the retrain pipeline under a progress bar of folds."""
     from ..orchestration.retrain import walkforward_retrain
 
@@ -107,6 +101,7 @@ def _retrain(cfg: Config, output_dir: Path, bootstrap: bool) -> WalkForwardResul
             cfg,
             output_dir,
             bootstrap=bootstrap,
+            guardrails=guardrails,
             on_fold=on_fold,
             on_step=lambda message: bar.update(task, description=message),
         )
@@ -213,7 +208,7 @@ def walkforward(
     from ..evaluation.walkforward_io import walkforward_from_files, write_walkforward
 
     with user_errors():
-        _check_mode(retrain, predictions, guardrails)
+        _check_mode(retrain, predictions)
         cfg = load(
             config,
             overrides,
@@ -229,8 +224,10 @@ def walkforward(
             },
         )
         if retrain:
-            result = _retrain(cfg, output_dir, bootstrap)
-            paths = write_walkforward(result, metrics_output, summary_output, regimes_output)
+            result = _retrain(cfg, output_dir, bootstrap, guardrails)
+            paths = write_walkforward(
+                result, metrics_output, summary_output, regimes_output, breaches_output
+            )
             paths["fold runs (fold_k/, resumable)"] = output_dir
             paths["predictions (stitched)"] = Path(result.summary["retrain"]["predictions"])
         else:

@@ -81,14 +81,7 @@ def walkforward_from_files(
     frame = read_predictions(predictions)
     breaches = None
     if guardrails is not None:
-        sectors = None
-        if guardrails.max_sector_gross is not None or guardrails.sector_caps:
-            if data is None:
-                raise ValueError(
-                    "guardrails sector caps need the assets table: pass --db with sectors"
-                )
-            sectors = sectors_from_assets(data.sqlite_path)
-        frame, breaches = apply_guardrails(frame, guardrails, sectors)
+        frame, breaches = guard_predictions(frame, guardrails, data)
     panel = None
     if data is not None:
         symbols = sorted(frame["symbol"].astype(str).unique())
@@ -114,9 +107,26 @@ def walkforward_from_files(
         on_step=on_step,
     )
     if breaches is not None:
-        result.breaches = breaches
-        result.summary["guardrail_breaches"] = breaches.groupby("rule").size().to_dict()
+        attach_breaches(result, breaches)
     return result
+
+
+def guard_predictions(
+    frame: pd.DataFrame, guardrails: GuardrailsConfig, data: DataConfig | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``apply_guardrails`` with sectors read from ``data.sqlite_path`` when sector caps are set."""
+    sectors = None
+    if guardrails.max_sector_gross is not None or guardrails.sector_caps:
+        if data is None or data.sqlite_path is None:
+            raise ValueError("guardrails sector caps need the assets table: pass --db with sectors")
+        sectors = sectors_from_assets(data.sqlite_path)
+    return apply_guardrails(frame, guardrails, sectors)
+
+
+def attach_breaches(result: WalkForwardResult, breaches: pd.DataFrame) -> None:
+    """Keep the breaches on the result and count them per rule in its summary."""
+    result.breaches = breaches
+    result.summary["guardrail_breaches"] = breaches.groupby("rule").size().to_dict()
 
 
 def _clean(value: Any) -> Any:

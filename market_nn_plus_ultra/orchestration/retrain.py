@@ -36,6 +36,7 @@ import pandas as pd
 from ..config import Config
 from ..evaluation.baselines import TimeSplit
 from ..evaluation.walkforward import WalkForwardBacktester, WalkForwardResult
+from ..evaluation.walkforward_io import attach_breaches, guard_predictions
 from ..features.compute import compute_features
 from ..inference.agent import Agent
 from ..training.data import MarketDataModule
@@ -202,6 +203,7 @@ def walkforward_retrain(
     output_dir: str | Path,
     *,
     bootstrap: bool = True,
+    guardrails: bool = False,
     on_fold: Callable[[int, int, str], None] | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> WalkForwardResult:
@@ -212,7 +214,9 @@ def walkforward_retrain(
     ``windows.horizon``. Each fold's run folder is ``output_dir/fold_k/`` (config.yaml,
     model_info.json, checkpoints, fold.json, predictions.parquet); a fold whose
     predictions file exists is not retrained. The stitched out-of-sample predictions go to
-    ``output_dir/predictions.parquet``. ``on_fold(done, total, message)`` reports each
+    ``output_dir/predictions.parquet``. ``guardrails``: apply ``cfg.guardrails`` to the
+    stitched positions before scoring (the saved predictions stay unguarded; the breaches
+    land in ``result.breaches``). ``on_fold(done, total, message)`` reports each
     fold; ``on_step`` the backtester's steps. The result's ``summary["retrain"]`` lists
     every fold's bounds and whether it was trained now or reused.
     """
@@ -248,6 +252,9 @@ def walkforward_retrain(
         ["timestamp", "symbol"], ignore_index=True
     )
     predictions = _atomic_parquet(stitched, output / "predictions.parquet")
+    breaches = None
+    if guardrails:
+        stitched, breaches = guard_predictions(stitched, cfg.guardrails, cfg.data)
     ohlcv = panel[[c for c in _OHLCV if c in panel.columns]]
     tester = WalkForwardBacktester.from_config(cfg.evaluation)
     result = tester.run(
@@ -260,6 +267,8 @@ def walkforward_retrain(
         on_step=on_step,
         splits=[fold.time_split() for fold in folds],
     )
+    if breaches is not None:
+        attach_breaches(result, breaches)
     result.summary["retrain"] = {
         "output_dir": str(output),
         "predictions": str(predictions),

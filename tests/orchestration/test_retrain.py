@@ -148,10 +148,19 @@ def test_cli_retrain_writes_outputs_and_rejects_option_mixes(cfg, tmp_path):
         *sets,
     ]
     runner = CliRunner()
-    run = runner.invoke(app, [*common, "--retrain", "--output-dir", str(tmp_path / "runs")])
+    guard = ["--guardrails", "--set", "guardrails.max_position=0.001"]
+    guard += ["--breaches-output", str(tmp_path / "breaches.parquet")]
+    retrain = ["--retrain", "--output-dir", str(tmp_path / "runs")]
+    run = runner.invoke(app, [*common, *retrain, *guard])
     assert run.exit_code == 0, run.output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n_splits"] == 2 and len(summary["retrain"]["folds"]) == 2
+    breaches = pd.read_parquet(tmp_path / "breaches.parquet")
+    assert summary["guardrail_breaches"] == {"max_position": len(breaches)} and len(breaches)
+    assert (breaches["after"].abs() <= 0.001 + 1e-12).all()
+    # the stitched predictions file keeps the model's own (unguarded) positions
+    stitched = pd.read_parquet(tmp_path / "runs" / "predictions.parquet")
+    assert (stitched["position"].abs() > 0.001).any()
     assert summary["settings"]["train_window"] == 100
     per = pd.read_parquet(tmp_path / "per_split.parquet")
     assert set(per["split"]) == {"fold0", "fold1"} and (per["n_periods"] == 60).all()
@@ -160,7 +169,6 @@ def test_cli_retrain_writes_outputs_and_rejects_option_mixes(cfg, tmp_path):
 
     for args, message in (
         (["--retrain", "-p", str(tmp_path / "p.parquet")], "--predictions is not used with"),
-        (["--retrain", "--guardrails"], "--guardrails is not available with --retrain"),
         ([], "missing --predictions"),
     ):
         bad = runner.invoke(app, [*common, *args])
