@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 OHLCV = ("open", "high", "low", "close", "volume")
 _READER_VERSION = "2"
+_BLOCK_ROWS = 1 << 16  # rows per block when interleaving symbols' columns
 # Text timestamp → integer ms since the epoch, inside SQLite (handles Z, offsets, .fff).
 _TS_MS = "CAST(round((julianday(timestamp) - 2440587.5) * 86400000.0) AS INTEGER)"
 
@@ -123,18 +125,37 @@ def _fetch_timed(db: Path, columns: str, table: str, where: str, params: list[ob
     return rows.set_column(0, "ts", ms)
 
 
-def _read_symbol(
-    db: Path, symbol: str, lo: int | None, hi: int | None, indicators: bool
-) -> tuple[pa.Table, pa.Table | None]:
+class _Part(NamedTuple):
+    """One symbol's rows, already numpy: epoch-ms times, OHLCV floats, raw indicator rows."""
+
+    ts: np.ndarray
+    columns: dict[str, np.ndarray]
+    indicators: pa.Table | None
+
+
+def _read_symbol(db: Path, symbol: str, lo: int | None, hi: int | None, indicators: bool) -> _Part:
+    """Fetch and convert one symbol (run on the pool: Arrow releases the GIL)."""
     where, params = _range_sql(lo, hi)
     series = _fetch_timed(db, "open, high, low, close, volume", "series", where, [symbol, *params])
+    if series.column("ts").null_count:
+        raise StoreError(
+            f"series.timestamp: unparseable timestamps for {symbol} — "
+            "run `plus-ultra data validate` to list them"
+        )
+    series = series.combine_chunks()
+    ts = series.column("ts").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    columns = {c: _as_float(series.column(c)) for c in OHLCV}
+    if lo is not None or hi is not None:
+        keep = _trim(ts, lo, hi)
+        if not keep.all():
+            ts, columns = ts[keep], {c: v[keep] for c, v in columns.items()}
     ind = None
     if indicators:
         ind = _fetch_timed(db, "name, value", "indicators", where, [symbol, *params])
-    return series, ind
+    return _Part(ts, columns, ind)
 
 
-def _as_float(column: pa.ChunkedArray) -> np.ndarray:
+def _as_float(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if pa.types.is_null(column.type):
         return np.full(len(column), np.nan)
     return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
@@ -149,66 +170,66 @@ def _trim(ts: np.ndarray, lo: int | None, hi: int | None) -> np.ndarray:
     return keep
 
 
-def _assemble(
-    symbols: list[str],
-    parts: list[tuple[pa.Table, pa.Table | None]],
-    lo: int | None,
-    hi: int | None,
-) -> pd.DataFrame:
-    ts_parts, col_parts, ind_frames = [], [], []
-    offset = 0
-    for code, (series, ind) in enumerate(parts):
-        if series.column("ts").null_count:
-            raise StoreError(
-                f"series.timestamp: unparseable timestamps for {symbols[code]} — "
-                "run `plus-ultra data validate` to list them"
-            )
-        ts = series.column("ts").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        columns = {c: _as_float(series.column(c)) for c in OHLCV}
-        if lo is not None or hi is not None:
-            keep = _trim(ts, lo, hi)
-            ts, columns = ts[keep], {c: v[keep] for c, v in columns.items()}
-        ts_parts.append(ts)
-        col_parts.append(columns)
-        if ind is not None and ind.num_rows:
-            ind_frames.append((code, offset, ts, ind))
-        offset += len(ts)
+def _interleave(columns: list[np.ndarray]) -> np.ndarray:
+    """``[a, b, …]`` → ``a0 b0 … a1 b1 …``, copied in cache-sized row blocks.
 
-    n = offset
-    lengths = [len(t) for t in ts_parts]
-    shared = bool(ts_parts) and all(
-        len(t) == lengths[0] and np.array_equal(t, ts_parts[0]) for t in ts_parts
+    Writing each column with a stride over the whole output touches every cache line
+    once per column; blocks of rows keep the output block in cache instead.
+    """
+    n = len(columns[0])
+    out = np.empty((n, len(columns)))
+    for lo in range(0, n, _BLOCK_ROWS):
+        hi = min(n, lo + _BLOCK_ROWS)
+        for k, column in enumerate(columns):
+            out[lo:hi, k] = column[lo:hi]
+    return out.ravel()
+
+
+def _assemble(
+    symbols: list[str], parts: list[_Part], pool: ThreadPoolExecutor | None = None
+) -> pd.DataFrame:
+    lengths = [len(part.ts) for part in parts]
+    first = parts[0].ts if parts else np.empty(0, np.int64)
+    shared = (
+        bool(parts)
+        and bool(np.all(first[1:] > first[:-1]))  # unique times (two texts can be one ms)
+        and all(len(part.ts) == lengths[0] and np.array_equal(part.ts, first) for part in parts)
     )
+    n_syms = len(parts)
+    ind_frames, offset = [], 0
+    for code, part in enumerate(parts):
+        if part.indicators is not None and part.indicators.num_rows:
+            ind_frames.append((code, offset, part.ts, part.indicators))
+        offset += len(part.ts)
     if shared:
         # Every symbol on one calendar: (timestamp, symbol) order is a plain interleave.
-        n_syms = len(ts_parts)
-        ts_sorted = np.repeat(ts_parts[0], n_syms)
+        columns = [[part.columns[c] for part in parts] for c in OHLCV]
+        mapper = pool.map if pool is not None else map  # numpy copies release the GIL
+        data = dict(zip(OHLCV, mapper(_interleave, columns), strict=True))
+        ts_codes = np.repeat(np.arange(lengths[0], dtype=np.int64), n_syms)
         codes = np.tile(np.arange(n_syms, dtype=np.int32), lengths[0])
-        order = np.arange(n).reshape(n_syms, lengths[0]).T.ravel()
-        data = {}
-        for c in OHLCV:
-            out = np.empty((lengths[0], n_syms))
-            for k, columns in enumerate(col_parts):
-                out[:, k] = columns[c]
-            data[c] = out.ravel()
+        index = _index_from_codes(first, ts_codes, codes, symbols)
+        if ind_frames:
+            order = np.arange(offset).reshape(n_syms, lengths[0]).T.ravel()
+            data.update(_pivot_indicators(ind_frames, offset, order))
     else:
         # Rows arrive symbol-major, each symbol sorted by time: a stable sort on time
         # alone yields (timestamp, symbol) order (timsort merges the sorted runs).
-        ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, np.int64)
+        ts_all = np.concatenate([part.ts for part in parts]) if parts else first
         order = np.argsort(ts_all, kind="stable")
         ts_sorted = ts_all[order]
-        codes = np.repeat(np.arange(len(ts_parts), dtype=np.int32), lengths)[order]
-        rank = np.empty(n, dtype=np.int64)  # where each concatenated row lands
-        rank[order] = np.arange(n)
+        codes = np.repeat(np.arange(n_syms, dtype=np.int32), lengths)[order]
+        rank = np.empty(offset, dtype=np.int64)  # where each concatenated row lands
+        rank[order] = np.arange(offset)
         bounds = np.cumsum([0, *lengths])
         data = {}
         for c in OHLCV:
-            out = np.empty(n)
-            for k, columns in enumerate(col_parts):
-                out[rank[bounds[k] : bounds[k + 1]]] = columns[c]
+            out = np.empty(offset)
+            for k, part in enumerate(parts):
+                out[rank[bounds[k] : bounds[k + 1]]] = part.columns[c]
             data[c] = out
-    data.update(_pivot_indicators(ind_frames, n, order))
-    index = _make_index(ts_sorted, codes, symbols)
+        data.update(_pivot_indicators(ind_frames, offset, order))
+        index = _make_index(ts_sorted, codes, symbols)
     return pd.DataFrame(data, index=index, copy=False)
 
 
@@ -244,6 +265,13 @@ def _make_index(ts_ms: np.ndarray, codes: np.ndarray, symbols: list[str]) -> pd.
     else:
         ts_codes = np.empty(0, np.int64)
         levels_ts = np.empty(0, np.int64)
+    return _index_from_codes(levels_ts, ts_codes, codes, symbols)
+
+
+def _index_from_codes(
+    levels_ts: np.ndarray, ts_codes: np.ndarray, codes: np.ndarray, symbols: list[str]
+) -> pd.MultiIndex:
+    """(timestamp, symbol) MultiIndex from unique sorted epoch-ms levels and both codes."""
     ts_level = pd.DatetimeIndex(levels_ts.astype("datetime64[ms]").astype("datetime64[ns]"))
     return pd.MultiIndex(
         levels=[ts_level.tz_localize("UTC"), pd.Index(symbols, dtype=object)],
@@ -366,7 +394,7 @@ def read_panel(
         parts = list(
             pool.map(lambda s: _read_symbol(db, s, lo, hi, include_indicators), symbol_list)
         )
-    panel = _assemble(symbol_list, parts, lo, hi)
+        panel = _assemble(symbol_list, parts, pool)
     if cache:
         try:
             _write_cache(panel, path)

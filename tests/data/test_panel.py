@@ -135,3 +135,37 @@ def test_timestamp_text_forms(tmp_path, stored, expected):
     stamps = read_panel(path, cache=False).index.get_level_values(0)
     assert pd.Timestamp(expected, tz="UTC") in stamps
     assert len(stamps) == 3 and stamps.is_monotonic_increasing
+
+
+def test_shared_calendar_interleave_matches_reference(tmp_path, monkeypatch):
+    import market_nn_plus_ultra.data.panel as panel_module
+
+    monkeypatch.setattr(panel_module, "_BLOCK_ROWS", 7)  # many blocks, one partial
+    series = pd.concat([_series(s, 50, "D", i) for i, s in enumerate(["AAA", "BBB", "CCC"])])
+    indicators = series[["timestamp", "symbol"]].iloc[1::3].assign(name="sma", value=2.5)
+    path = tmp_path / "shared.db"
+    write_database(path, {"series": series, "indicators": indicators})
+    expected = series.set_index(["timestamp", "symbol"]).sort_index()
+    for start, end in ((None, None), ("2024-01-10", "2024-01-20")):
+        panel = read_panel(path, start=start, end=end, cache=False)
+        want = expected.loc[pd.IndexSlice[start:end, :], :] if start else expected
+        assert panel.index.equals(want.index)
+        np.testing.assert_array_equal(panel[list(want.columns)].to_numpy(), want.to_numpy())
+        sma = indicators.set_index(["timestamp", "symbol"])["value"].reindex(want.index)
+        np.testing.assert_array_equal(panel["sma"].to_numpy(), sma.to_numpy())
+
+
+def test_two_texts_of_one_instant_share_a_timestamp_level(tmp_path):
+    path = tmp_path / "dup.db"
+    series = pd.concat([_series("AAA", 3, "D", 0), _series("BBB", 3, "D", 1)])
+    write_database(path, {"series": series})
+    con = sqlite3.connect(path)  # a second spelling of the first bar: the same instant
+    con.execute(
+        "INSERT INTO series SELECT '2024-01-01T00:00:00+00:00', symbol, open, high, low, close, "
+        "volume FROM series WHERE timestamp LIKE '2024-01-01%'"
+    )
+    con.commit()
+    con.close()
+    panel = read_panel(path, cache=False)
+    assert len(panel) == 8 and panel.index.levels[0].is_unique
+    assert panel.index.get_level_values(0).is_monotonic_increasing
