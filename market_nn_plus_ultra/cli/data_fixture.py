@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from ..data.fixtures import FixtureConfig, write_fixture
+from ..data.fixture_config import FixtureConfig
 from ._common import console, progress, user_errors, wrote
 from .data import app
 
@@ -85,6 +85,8 @@ def fixture(
     names = [s.strip() for s in chosen] or list(
         _FIELDS["symbols"].get_default(call_default_factory=True)
     )
+    from ..data.fixtures import write_fixture  # the generator: numpy, pandas, scipy
+
     began = time.perf_counter()
     with user_errors(), progress() as bar:
         task = bar.add_task("generating, validating and writing the fixture", total=1)

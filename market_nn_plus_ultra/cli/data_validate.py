@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from ..data.validation import ValidationReport, validate_database
 from ._common import out, user_errors
 from .data import app
+
+if TYPE_CHECKING:
+    from ..data.validation import ValidationReport
 
 _STYLE = {"error": "bold red", "warning": "yellow"}
 
@@ -63,6 +65,8 @@ def validate(
 
     Example: plus-ultra data validate data/market.db --strict --gap-tolerance 8
     """
+    from ..data.validation import validate_database
+
     with user_errors():
         report = validate_database(db, gap_tolerance=gap_tolerance)
     if report.failures:

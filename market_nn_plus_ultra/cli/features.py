@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
-from ..features import REGISTRY, compute_features, write_feature_docs, write_features
 from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
 
 __all__ = ["app"]
@@ -80,6 +79,8 @@ def list_features(
 
     Example: plus-ultra features list --tag volatility
     """
+    from ..features import REGISTRY  # numba kernels: loaded when a command runs
+
     with user_errors():
         chosen = REGISTRY.select(tags=tag) if tag else None
     frame = REGISTRY.describe()
@@ -138,6 +139,8 @@ def compute(
 
     Example: plus-ultra features compute data/market.db --features rsi_14 macd,atr_14
     """
+    from ..features import compute_features, write_features
+
     began = time.perf_counter()
     with user_errors():
         cfg = load(
@@ -182,6 +185,8 @@ def docs(
 
     Example: plus-ultra features docs --output docs/generated_features.md
     """
+    from ..features import write_feature_docs
+
     with user_errors():
         path = write_feature_docs(output)
     wrote("feature reference", path)

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from .fixture_calendar import NEW_YORK, Calendar, Instrument, nyse_holidays, symbol_rng
 from .fixture_market import SymbolPath
 
 __all__ = [
-    "ALT_TABLES",
     "funding_table",
     "implied_vol_table",
     "macro_table",
@@ -28,8 +26,6 @@ __all__ = [
     "sentiment_table",
 ]
 
-#: Side tables in the order ``alt_features`` = N picks them (the first N).
-ALT_TABLES = ("alt_macro", "alt_funding", "alt_sentiment", "alt_implied_vol", "alt_onchain")
 
 _FUNDING_EVERY = pd.Timedelta(hours=8)
 _FOMC_MONTHS = (1, 3, 5, 6, 7, 9, 11, 12)
@@ -37,6 +33,8 @@ _FOMC_MONTHS = (1, 3, 5, 6, 7, 9, 11, 12)
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     """Stationary-scale AR(1) noise with lag-1 autocorrelation ``phi`` and s.d. ``sd``."""
+    from scipy.signal import lfilter  # scipy.signal is slow to import: load it on use
+
     return lfilter([sd * np.sqrt(1 - phi**2)], [1.0, -phi], rng.standard_normal(n))
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from .fixture_calendar import Calendar, Instrument, symbol_rng
 
@@ -128,6 +127,8 @@ def simulate_symbol(
     inst: Instrument, cal: Calendar, shocks: ClassShocks, seed: int, regime_drift: float = 0.0
 ) -> SymbolPath:
     """OHLCV of one symbol: consistent bars (low ≤ open, close ≤ high), prices > 0."""
+    from scipy.signal import lfilter  # scipy.signal is slow to import: load it on use
+
     rng = symbol_rng(seed, "path", inst.symbol)
     rows = len(cal.timestamps)
     n = cal.slots_per_day
