@@ -96,8 +96,16 @@ def main() -> None:
     model = result.returns[MODEL].dropna()
     others = {n: result.returns[n] for n in result.returns.columns if n != MODEL}
     guard = GuardrailsConfig(
-        max_gross=0.8, max_net=0.4, max_turnover=0.3, cvar_limit=0.02, drawdown_stop=0.15
+        max_gross=0.8,
+        max_net=0.4,
+        max_turnover=0.3,
+        max_sector_gross=0.3,
+        factor_caps={"market_beta": 0.3},
+        cvar_limit=0.02,
+        drawdown_stop=0.15,
     )
+    symbols = sorted(predictions["symbol"].unique())
+    sectors = {s: f"sector{i % 5}" for i, s in enumerate(symbols)}
     rows = [
         (
             f"walk-forward, {len(result.splits)} folds, 5 baselines",
@@ -116,7 +124,7 @@ def main() -> None:
         ),
         (
             f"apply_guardrails, {len(predictions):,} rows, every rule",
-            _median(lambda: apply_guardrails(predictions, guard), args.repeats),
+            _median(lambda: apply_guardrails(predictions, guard, sectors), args.repeats),
         ),
     ]
     lines = [
