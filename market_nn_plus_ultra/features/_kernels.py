@@ -345,3 +345,77 @@ def _rolling_moments(x, window, skew, kurt):
         m4 = e4m - 4.0 * mu * e3m + 6.0 * mu2 * e2m - 3.0 * mu2 * mu2
         skew[t] = skew_k * m3 / (m2 * np.sqrt(m2))
         kurt[t] = (kurt_a * m4 / (m2 * m2) - kurt_b) * kurt_d
+
+
+@_jit
+def _lag_products(r, t, window, lags):
+    """Exact ``lags[d] = Σ r[m]·r[m+d]`` over the window ``r[t-window+1 .. t]``."""
+    lo = t - window + 1
+    for d in range(window):
+        s = 0.0
+        for m in range(lo, t - d + 1):
+            s += r[m] * r[m + d]
+        lags[d] = s
+
+
+@_jit
+def _write_shares(weights, lags, window, white, out, t):
+    """The three band powers ``weights @ lags`` as shares at row t (``white`` if none)."""
+    e0 = e1 = e2 = 0.0
+    for d in range(window):  # one pass, three accumulators
+        x = lags[d]
+        e0 += weights[0, d] * x
+        e1 += weights[1, d] * x
+        e2 += weights[2, d] * x
+    e0, e1, e2 = max(e0, 0.0), max(e1, 0.0), max(e2, 0.0)
+    total = e0 + e1 + e2
+    if total <= 1e-12 * window * lags[0]:  # no power outside the window mean
+        out[0, t], out[1, t], out[2, t] = white[0], white[1], white[2]
+    else:
+        inv = 1.0 / total
+        out[0, t], out[1, t], out[2, t] = e0 * inv, e1 * inv, e2 * inv
+
+
+@_jit
+def _band_shares(r, window, weights, white, out):
+    """Trailing shares of a window's DFT power per band, from its lag products.
+
+    ``|X_k|² = Σ_{m,n} r_m r_n cos(2πk(m−n)/W)``, so the power of a band of bins is
+    ``Σ_d weights[b, d]·R_d`` with ``R_d`` the window's lag-d product sum (``weights``
+    holds ``Σ_{k∈b} cos(2πkd/W)``, doubled for d ≥ 1). Each ``R_d`` slides in O(1): one
+    product enters, one leaves. The sums are recomputed exactly every ``_REFRESH`` rows,
+    after a NaN leaves the window, and when the window's energy falls 10⁴-fold below the
+    last exact value, so rounding never builds up. A window whose power outside the mean
+    is nil (flat prices, a constant drift) gets ``white``. ``out`` is (3, n): low, mid, high.
+    """
+    n = r.shape[0]
+    lags = np.zeros(window)
+    nan_row = np.full(weights.shape[0], np.nan)
+    last_bad = -1
+    last_move = -1
+    fresh = True
+    scale = 0.0
+    for t in range(n):
+        v = r[t]
+        if v - v != 0.0:
+            last_bad = t
+            fresh = True
+        elif v != 0.0:
+            last_move = t
+        if t - last_bad < window or t - last_move >= window:  # NaN inside, or flat window
+            out[:, t] = nan_row if t - last_bad < window else white
+            fresh = True
+            continue
+        if fresh or t & (_REFRESH - 1) == 0:
+            _lag_products(r, t, window, lags)
+            scale = lags[0]
+            fresh = False
+        else:
+            old = t - window
+            gone = r[old]
+            for d in range(window):
+                lags[d] += r[t - d] * v - gone * r[old + d]
+            if lags[0] < 1e-4 * scale:
+                _lag_products(r, t, window, lags)
+                scale = lags[0]
+        _write_shares(weights, lags, window, white, out, t)

@@ -19,7 +19,7 @@ from arch.data import nasdaq, sp500
 from market_nn_plus_ultra.features import FeaturePipeline
 from market_nn_plus_ultra.features.calendar import calendar
 from market_nn_plus_ultra.features.frequency import periods_per_year
-from market_nn_plus_ultra.features.spectral import fft_energy
+from market_nn_plus_ultra.features.spectral import band_bins, fft_energy
 from market_nn_plus_ultra.features.statistical import regime_bull_prob
 from market_nn_plus_ultra.features.technical import atr_14, bb_width_20, macd, rsi_14
 
@@ -156,6 +156,35 @@ def test_fft_energy_matches_a_direct_fft_per_window(bars):
         np.testing.assert_allclose(shares[:, t], expected, rtol=1e-12)
     flat = np.stack(fft_energy(np.full(80, 7.0)))[:, 70]  # no energy: white-noise shares
     np.testing.assert_allclose(flat, [10 / 32, 11 / 32, 11 / 32])
+
+
+@pytest.mark.parametrize("window", [6, 64, 129])
+def test_fft_energy_sliding_sums_match_a_direct_fft_through_gaps_and_calm(window):
+    rng = np.random.default_rng(window)
+    returns = rng.normal(0.0, 1e-2, 3000)
+    returns[900:1400] *= 1e-5  # volatility collapses 10^5-fold, then recovers
+    returns[1600:1700] = 0.0  # flat prices
+    returns[2000 : 2000 + window + 20] = 2e-4  # a constant drift: no power outside the mean
+    close = 100 * np.exp(np.cumsum(returns))
+    close[2500] = np.nan  # a gap poisons every window that holds it
+    shares = np.stack(fft_energy(close, window=window))
+    r = np.diff(np.log(close))
+    low, mid, high = band_bins(window)
+    white = np.array([low.sum(), mid.sum(), high.sum()]) / (window // 2)
+    checked = 0
+    for t in range(window, len(close)):  # the window of returns ending at bar t
+        x = r[t - window : t]
+        if np.isnan(x).any():
+            assert np.isnan(shares[:, t]).all()
+            continue
+        power = np.abs(np.fft.rfft(x))[1:] ** 2
+        if power.sum() <= 1e-20 * window * (x @ x) or not x.any():  # nothing outside bin 0
+            np.testing.assert_allclose(shares[:, t], white)
+            continue
+        expected = [power[b].sum() / power.sum() for b in (low, mid, high)]
+        np.testing.assert_allclose(shares[:, t], expected, rtol=1e-9, atol=1e-12)
+        checked += 1
+    assert checked > 2000
 
 
 def test_regime_probability_and_calendar_by_hand(bars):
