@@ -198,7 +198,7 @@ def _assemble(
     n_syms = len(parts)
     ind_frames, offset = [], 0
     for code, part in enumerate(parts):
-        if part.indicators is not None and part.indicators.num_rows:
+        if part.indicators is not None and part.indicators.num_rows and len(part.ts):
             ind_frames.append((code, offset, part.ts, part.indicators))
         offset += len(part.ts)
     if shared:
@@ -308,7 +308,7 @@ def _resolve_symbols(db: Path, symbols: Sequence[str] | None) -> tuple[list[str]
         hints = {m: difflib.get_close_matches(m, present, n=1) for m in missing}
         detail = ", ".join(f"{m} (did you mean {h[0]}?)" if h else m for m, h in hints.items())
         raise StoreError(f"series.symbol: no rows for {detail} in {db}")
-    return list(dict.fromkeys(symbols)), has_indicators
+    return sorted(set(symbols)), has_indicators  # the panel is sorted by time, then symbol
 
 
 def _cache_path(db: Path, cache_dir: Path | None, key: str) -> Path:

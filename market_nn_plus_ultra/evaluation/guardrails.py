@@ -11,8 +11,9 @@ Exposures are fractions of capital under the backtest's equal capital per symbol
 3. ``factor_cap``: scale every position at the bar so each capped factor's net exposure
    |Σ_s L_{f,s} p_s| / n_t stays within its cap. ``market_beta`` loadings are each
    symbol's rolling beta on the market return (``benchmark_return`` where present, else the
-   cross-sectional mean return) over the ``beta_window`` returns realised by t (taken as 1
-   until that many are known); other factors' loadings are static (``factor_loadings``).
+   cross-sectional mean return) over the symbol's last ``beta_window`` returns realised by
+   t (taken as 1 until that many are known); other factors' loadings are static
+   (``factor_loadings``).
 4. ``max_gross`` / ``max_net``: scale every position at the bar.
 5. ``cvar``: the *guide* strategy (positions after rules 1–4) earns
    r_t = mean_s(p_t · realised_return_t) over (t, t+1]. At bar t the CVaR of
@@ -146,32 +147,37 @@ def _sector_caps(
     return after
 
 
-def _market_betas(frame: pd.DataFrame, t_codes: np.ndarray, n_bars: int, window: int) -> np.ndarray:
-    """Per row: the symbol's beta on the market over the ``window`` returns known at t.
+def _market_betas(frame: pd.DataFrame, t_codes: np.ndarray, window: int) -> np.ndarray:
+    """Per row: the symbol's beta on the market over its last ``window`` returns known at t.
 
-    ``realised_return`` at bar u is earned over (u, u+1], so at bar t the known returns
-    are those of bars ≤ t − 1: both series are shifted one bar before the rolling fit.
+    Each symbol is fitted on its own rows (a symbol that skips bars, like an equity next
+    to crypto at weekends, still has a full window). ``realised_return`` on a row is
+    earned up to the symbol's next row, so both series are shifted one row within the
+    symbol before the rolling fit. The market on a row is its ``benchmark_return`` where
+    present, else the mean ``realised_return`` of the symbols at that bar.
     """
     require_columns(frame, ["realised_return"], "predictions (guardrails factor_caps.market_beta)")
-    s_codes, symbols = pd.factorize(frame["symbol"], sort=True)
-    returns = np.full((n_bars, len(symbols)), np.nan)
-    returns[t_codes, s_codes] = frame["realised_return"].to_numpy(dtype=np.float64)
-    market = None
-    if "benchmark_return" in frame.columns and frame["benchmark_return"].notna().any():
+    ret = frame["realised_return"].to_numpy(dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a bar with no returns at all
+        market = pd.Series(ret).groupby(t_codes).transform("mean").to_numpy()
+    if "benchmark_return" in frame.columns:
         bench = frame["benchmark_return"].to_numpy(dtype=np.float64)
-        market = pd.Series(bench).groupby(t_codes).first().reindex(range(n_bars)).to_numpy()
-    if market is None or np.isnan(market).all():
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # bars with no returns at all
-            market = np.nanmean(returns, axis=1)
-    known = pd.DataFrame(returns).shift(1)
-    known_market = pd.Series(market).shift(1)
-    cov = known.rolling(window, min_periods=window).cov(known_market)
-    var = known_market.rolling(window, min_periods=window).var()
+        market = np.where(np.isnan(bench), market, bench)
+    symbol = frame["symbol"].to_numpy()
+    known = pd.DataFrame({"x": ret, "m": market}).groupby(symbol, sort=False).shift(1)
+    valid = known.notna().all(axis=1)
+    x, m = known["x"].where(valid, 0.0), known["m"].where(valid, 0.0)
+    parts = pd.DataFrame({"n": valid.astype(np.float64), "x": x, "m": m, "xm": x * m, "mm": m * m})
+    sums = parts.groupby(symbol, sort=False).rolling(window, min_periods=window).sum()
+    sums = sums.reset_index(level=0, drop=True).reindex(parts.index)
+    n = sums["n"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        beta = cov.to_numpy() / var.to_numpy()[:, None]
-    beta = np.where(np.isfinite(beta), beta, 1.0)  # too little history: a market-like asset
-    return beta[t_codes, s_codes]
+        cov = sums["xm"].to_numpy() - sums["x"].to_numpy() * sums["m"].to_numpy() / n
+        var = sums["mm"].to_numpy() - sums["m"].to_numpy() ** 2 / n
+        beta = cov / var
+    full = (n == window) & (var > 0) & np.isfinite(beta)
+    return np.where(full, beta, 1.0)  # too little history: a market-like asset
 
 
 def _factor_caps(
@@ -184,7 +190,7 @@ def _factor_caps(
 ) -> np.ndarray:
     for name, cap in cfg.factor_caps.items():
         if name == "market_beta" and name not in cfg.factor_loadings:
-            loading = _market_betas(frame, codes, len(n), cfg.beta_window)
+            loading = _market_betas(frame, codes, cfg.beta_window)
         else:
             static = cfg.factor_loadings[name]
             loading = frame["symbol"].map(static).astype(float).fillna(0.0).to_numpy()

@@ -349,18 +349,32 @@ def _rolling_moments(x, window, skew, kurt):
 
 @_jit
 def _lag_products(r, t, window, lags):
-    """Exact ``lags[d] = Σ r[m]·r[m+d]`` over the window ``r[t-window+1 .. t]``."""
+    """Exact lag products of the window ``r[t-window+1 .. t]`` about its mean c.
+
+    ``lags[d] = Σ (r[m]-c)·(r[m+d]-c)``; returns c and ``Σ (r[m]-c)`` (0 up to rounding).
+    """
     lo = t - window + 1
+    c = 0.0
+    for m in range(lo, t + 1):
+        c += r[m]
+    c /= window
+    s1 = 0.0
+    for m in range(lo, t + 1):
+        s1 += r[m] - c
     for d in range(window):
         s = 0.0
         for m in range(lo, t - d + 1):
-            s += r[m] * r[m + d]
+            s += (r[m] - c) * (r[m + d] - c)
         lags[d] = s
+    return c, s1
 
 
 @_jit
-def _write_shares(weights, lags, window, white, out, t):
-    """The three band powers ``weights @ lags`` as shares at row t (``white`` if none)."""
+def _write_shares(weights, lags, window, white, raw, out, t):
+    """The three band powers ``weights @ lags`` as shares at row t (``white`` if none).
+
+    ``raw`` is the window's Σ r²: a band power below 1e-12 of it is rounding, not signal.
+    """
     e0 = e1 = e2 = 0.0
     for d in range(window):  # one pass, three accumulators
         x = lags[d]
@@ -369,7 +383,7 @@ def _write_shares(weights, lags, window, white, out, t):
         e2 += weights[2, d] * x
     e0, e1, e2 = max(e0, 0.0), max(e1, 0.0), max(e2, 0.0)
     total = e0 + e1 + e2
-    if total <= 1e-12 * window * lags[0]:  # no power outside the window mean
+    if total <= 1e-12 * window * raw:  # no power outside the window mean
         out[0, t], out[1, t], out[2, t] = white[0], white[1], white[2]
     else:
         inv = 1.0 / total
@@ -380,13 +394,17 @@ def _write_shares(weights, lags, window, white, out, t):
 def _band_shares(r, window, weights, white, out):
     """Trailing shares of a window's DFT power per band, from its lag products.
 
-    ``|X_k|² = Σ_{m,n} r_m r_n cos(2πk(m−n)/W)``, so the power of a band of bins is
+    ``|X_k|² = Σ_{m,n} y_m y_n cos(2πk(m−n)/W)``, so the power of a band of bins is
     ``Σ_d weights[b, d]·R_d`` with ``R_d`` the window's lag-d product sum (``weights``
-    holds ``Σ_{k∈b} cos(2πkd/W)``, doubled for d ≥ 1). Each ``R_d`` slides in O(1): one
-    product enters, one leaves. The sums are recomputed exactly every ``_REFRESH`` rows,
-    after a NaN leaves the window, and when the window's energy falls 10⁴-fold below the
-    last exact value, so rounding never builds up. A window whose power outside the mean
-    is nil (flat prices, a constant drift) gets ``white``. ``out`` is (3, n): low, mid, high.
+    holds ``Σ_{k∈b} cos(2πkd/W)``, doubled for d ≥ 1). Bins k ≥ 1 do not change when a
+    constant is subtracted, so the products are of ``y = r − c`` about a centre c (the
+    window mean at the last exact computation): a drift then cancels nothing. Each
+    ``R_d`` slides in O(1): one product enters, one leaves. The sums are recomputed
+    exactly every ``_REFRESH`` rows, after a NaN leaves the window, when the window's
+    energy falls 10⁴-fold below the last exact value, and when its mean has moved from c
+    by more than its spread, so rounding never builds up. A window with no power outside
+    its mean (flat prices, a constant drift) gets ``white``. ``out`` is (3, n): low, mid,
+    high.
     """
     n = r.shape[0]
     lags = np.zeros(window)
@@ -395,6 +413,7 @@ def _band_shares(r, window, weights, white, out):
     last_move = -1
     fresh = True
     scale = 0.0
+    c = s1 = 0.0
     for t in range(n):
         v = r[t]
         if v - v != 0.0:
@@ -406,16 +425,17 @@ def _band_shares(r, window, weights, white, out):
             out[:, t] = nan_row if t - last_bad < window else white
             fresh = True
             continue
+        if not fresh and t & (_REFRESH - 1) != 0:
+            old = t - window
+            gone = r[old] - c
+            new = v - c
+            for d in range(window):
+                lags[d] += (r[t - d] - c) * new - gone * (r[old + d] - c)
+            s1 += new - gone
+            fresh = lags[0] < 1e-4 * scale or s1 * s1 > 0.5 * window * lags[0]
         if fresh or t & (_REFRESH - 1) == 0:
-            _lag_products(r, t, window, lags)
+            c, s1 = _lag_products(r, t, window, lags)
             scale = lags[0]
             fresh = False
-        else:
-            old = t - window
-            gone = r[old]
-            for d in range(window):
-                lags[d] += r[t - d] * v - gone * r[old + d]
-            if lags[0] < 1e-4 * scale:
-                _lag_products(r, t, window, lags)
-                scale = lags[0]
-        _write_shares(weights, lags, window, white, out, t)
+        raw = lags[0] + 2.0 * c * s1 + window * c * c  # Σ r² = Σ (r-c)² + 2cΣ(r-c) + Wc²
+        _write_shares(weights, lags, window, white, raw, out, t)

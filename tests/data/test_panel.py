@@ -169,3 +169,16 @@ def test_two_texts_of_one_instant_share_a_timestamp_level(tmp_path):
     panel = read_panel(path, cache=False)
     assert len(panel) == 8 and panel.index.levels[0].is_unique
     assert panel.index.get_level_values(0).is_monotonic_increasing
+
+
+def test_a_range_without_bars_ignores_indicator_rows_nearby(db):
+    path, _, _ = db  # daily AAA bars at midnight; the query's day of slack reaches them
+    panel = read_panel(path, ["AAA"], start="2024-01-01T05:00", end="2024-01-01T10:00", cache=False)
+    assert panel.empty
+
+
+def test_requested_symbol_order_does_not_change_the_row_order(db):
+    path, _, _ = db
+    panel = read_panel(path, ["BBB", "AAA"], cache=False)
+    assert panel.index.is_monotonic_increasing
+    pd.testing.assert_frame_equal(panel, read_panel(path, ["AAA", "BBB"], cache=False))

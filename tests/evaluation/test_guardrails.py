@@ -101,6 +101,25 @@ def test_market_beta_cap_uses_past_returns_only():
         apply_guardrails(frame.drop(columns="realised_return"), cfg)
 
 
+def test_market_beta_of_a_symbol_that_skips_bars_uses_its_own_rows():
+    rng = np.random.default_rng(3)
+    n = 200
+    stamps = pd.date_range("2024-01-01", periods=n, freq="D", tz="UTC")
+    market = rng.normal(0.0, 0.01, n)
+    rows = [pd.DataFrame({"timestamp": stamps, "symbol": "A", "benchmark_return": market})]
+    keep = np.flatnonzero(np.arange(n) % 5 != 4)  # B skips every fifth bar (a weekend)
+    span = np.add.reduceat(market, keep)  # the market from each B row to B's next row
+    rows.append(pd.DataFrame({"timestamp": stamps[keep], "symbol": "B", "benchmark_return": span}))
+    frame = pd.concat(rows).sort_values(["timestamp", "symbol"], ignore_index=True)
+    frame["realised_return"] = 2.0 * frame["benchmark_return"]  # both have beta 2
+    frame["position"] = 1.0
+    cfg = GuardrailsConfig(factor_caps={"market_beta": 0.5}, beta_window=20)
+    adjusted, _ = apply_guardrails(frame, cfg)
+    # once each symbol has 20 known returns of its own: exposure 2 · mean(p) → × 0.25
+    late = adjusted["timestamp"] >= stamps[40]
+    np.testing.assert_allclose(adjusted.loc[late, "position"], 0.25)
+
+
 def test_turnover_cap_by_hand():
     frame = _frame({"A": [1.0, 1.0, -1.0, -1.0]})
     adjusted, breaches = apply_guardrails(frame, GuardrailsConfig(max_turnover=0.5))

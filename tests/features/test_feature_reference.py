@@ -165,6 +165,7 @@ def test_fft_energy_sliding_sums_match_a_direct_fft_through_gaps_and_calm(window
     returns[900:1400] *= 1e-5  # volatility collapses 10^5-fold, then recovers
     returns[1600:1700] = 0.0  # flat prices
     returns[2000 : 2000 + window + 20] = 2e-4  # a constant drift: no power outside the mean
+    returns[2200:2400] = 1e-3 + rng.normal(0.0, 1e-7, 200)  # a drift 10^4 times the noise
     close = 100 * np.exp(np.cumsum(returns))
     close[2500] = np.nan  # a gap poisons every window that holds it
     shares = np.stack(fft_energy(close, window=window))
