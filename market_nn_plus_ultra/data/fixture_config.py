@@ -10,10 +10,12 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["ALT_TABLES", "FixtureConfig"]
+__all__ = ["ALT_TABLES", "DEFAULT_SYMBOLS", "FixtureConfig"]
 
 #: Side tables in the order ``alt_features`` = N picks them (the first N).
 ALT_TABLES = ("alt_macro", "alt_funding", "alt_sentiment", "alt_implied_vol", "alt_onchain")
+#: Symbols of the default fixture: three equity ETFs and two crypto pairs.
+DEFAULT_SYMBOLS = ("SPY", "QQQ", "IWM", "BTC-USD", "ETH-USD")
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_^=]*$")
 
@@ -24,7 +26,7 @@ class FixtureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     symbols: list[str] = Field(
-        default_factory=lambda: ["SPY", "QQQ", "IWM", "BTC-USD", "ETH-USD"],
+        default_factory=lambda: list(DEFAULT_SYMBOLS),
         description="Symbols to generate; BASE-QUOTE ones (BTC-USD, ETH-USDT) are crypto and "
         "trade 24/7, the rest are equities on the New York session.",
     )

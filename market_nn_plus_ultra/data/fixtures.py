@@ -34,7 +34,7 @@ from .fixture_alt import (
     sentiment_table,
 )
 from .fixture_calendar import Calendar, build_calendar, instrument, parse_freq
-from .fixture_config import ALT_TABLES, FixtureConfig
+from .fixture_config import ALT_TABLES, DEFAULT_SYMBOLS, FixtureConfig
 from .fixture_market import (
     REGIMES,
     SymbolPath,
@@ -159,11 +159,8 @@ def _generate(cfg: FixtureConfig) -> dict[str, pd.DataFrame]:
     return tables
 
 
-_DEFAULT_SYMBOLS = ("SPY", "QQQ", "IWM", "BTC-USD", "ETH-USD")
-
-
 def generate_fixture(
-    symbols: Sequence[str] = _DEFAULT_SYMBOLS,
+    symbols: Sequence[str] = DEFAULT_SYMBOLS,
     rows: int = 32768,
     freq: str = "15min",
     alt_features: int = 4,
@@ -231,7 +228,7 @@ def _metadata(cfg: FixtureConfig) -> dict[str, str]:
 
 
 def fixture_metadata(
-    symbols: Sequence[str] = _DEFAULT_SYMBOLS,
+    symbols: Sequence[str] = DEFAULT_SYMBOLS,
     rows: int = 32768,
     freq: str = "15min",
     alt_features: int = 4,
@@ -253,7 +250,7 @@ def fixture_metadata(
 
 def write_fixture(
     path: str | Path,
-    symbols: Sequence[str] = _DEFAULT_SYMBOLS,
+    symbols: Sequence[str] = DEFAULT_SYMBOLS,
     rows: int = 32768,
     freq: str = "15min",
     alt_features: int = 4,

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from market_nn_plus_ultra.config import ModelConfig
 from market_nn_plus_ultra.models.layers import (
@@ -22,6 +21,7 @@ from market_nn_plus_ultra.models.layers import (
     InputEmbedding,
     SwiGLU,
     make_norm,
+    run_blocks,
 )
 from market_nn_plus_ultra.models.registry import register_backbone
 
@@ -83,11 +83,7 @@ class HybridTransformer(nn.Module):
     def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Tensor:
         """``x (B, T, F)`` (+ optional market state ``(B, T)`` tensors) → ``(B, T, D)``."""
         h = self.embed(x, market_state)  # (B, P, D), P = T / patch_size
-        for block in self.blocks:
-            if self.checkpointing and self.training:
-                h = checkpoint(block, h, use_reentrant=False)
-            else:
-                h = block(h)
+        h = run_blocks(self.blocks, h, self.checkpointing and self.training)
         return self.embed.unpatch(self.norm(h), x.shape[1])  # (B, T, D)
 
 

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "CausalSelfAttention",
@@ -29,7 +30,19 @@ __all__ = [
     "SwiGLU",
     "apply_rotary",
     "make_norm",
+    "run_blocks",
 ]
+
+
+def run_blocks(blocks: nn.ModuleList, h: Tensor, checkpointing: bool) -> Tensor:
+    """Apply ``blocks`` in turn; with ``checkpointing`` (training only) each block's
+    activations are recomputed in the backward pass instead of stored."""
+    for block in blocks:
+        if checkpointing and torch.is_grad_enabled():
+            h = checkpoint(block, h, use_reentrant=False)
+        else:
+            h = block(h)
+    return h
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:

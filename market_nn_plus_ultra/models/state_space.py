@@ -12,10 +12,15 @@ memory in the sequence length T (no T×T score matrix): the backbone for long wi
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from market_nn_plus_ultra.config import ModelConfig
-from market_nn_plus_ultra.models.layers import GatedSSMMixer, InputEmbedding, SwiGLU, make_norm
+from market_nn_plus_ultra.models.layers import (
+    GatedSSMMixer,
+    InputEmbedding,
+    SwiGLU,
+    make_norm,
+    run_blocks,
+)
 from market_nn_plus_ultra.models.registry import register_backbone
 
 __all__ = ["StateSpaceBlock", "StateSpaceModel", "build_state_space"]
@@ -60,11 +65,7 @@ class StateSpaceModel(nn.Module):
     def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Tensor:
         """``x (B, T, F)`` (+ optional market state ``(B, T)`` tensors) → ``(B, T, D)``."""
         h = self.embed(x, market_state)  # (B, P, D), P = T / patch_size
-        for block in self.blocks:
-            if self.checkpointing and self.training:
-                h = checkpoint(block, h, use_reentrant=False)
-            else:
-                h = block(h)
+        h = run_blocks(self.blocks, h, self.checkpointing and self.training)
         return self.embed.unpatch(self.norm(h), x.shape[1])  # (B, T, D)
 
 
