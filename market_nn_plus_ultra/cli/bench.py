@@ -262,9 +262,14 @@ def sweep(
 
 
 def _sweep_table(rows: list[dict]) -> Table:
-    table = Table(title="sweep", show_header=True)
+    trials = max((r["n_trials"] for r in rows if r.get("n_trials") is not None), default=0)
+    table = Table(
+        title=f"sweep — deflated Sharpe (DSR) over {trials} trial(s)",
+        caption="DSR: P(true Sharpe > best expected from the trials by chance); PSR: P(> 0)",
+        show_header=True,
+    )
     columns = ("scenario", "status", "params", "samples/s", "val loss", "val IC", "test IC")
-    for name in (*columns, "Sharpe", "ROI", "max DD", "s"):
+    for name in (*columns, "Sharpe", "PSR", "DSR", "trials", "ROI", "max DD", "s"):
         table.add_column(name, justify="left" if name in ("scenario", "status") else "right")
     for r in rows:
         table.add_row(
@@ -273,6 +278,8 @@ def _sweep_table(rows: list[dict]) -> Table:
             _fmt(r.get("parameters"), ","),
             _fmt(r.get("samples_per_s"), ",.1f"),
             *(_fmt(r.get(k)) for k in ("val_loss", "val_ic", "test_ic", "sharpe")),
+            *(_fmt(r.get(k), ".3f") for k in ("probabilistic_sharpe", "deflated_sharpe")),
+            _fmt(r.get("n_trials"), ","),
             *(_fmt(r.get(k), ".2%") for k in ("roi", "max_drawdown")),
             _fmt(r.get("runtime_s"), ",.1f"),
         )

@@ -1,8 +1,9 @@
 """The benchmark catalogue: one Parquet file, one row per benchmarked training run.
 
 ``plus-ultra bench sweep`` and ``plus-ultra bench pretraining-comparison`` append to it;
-rows are never rewritten, so a catalogue accumulates every run made on every machine
-that shares it. Each append is atomic: the old rows and the new ones are written to a
+rows are never removed, so a catalogue accumulates every run made on every machine
+that shares it. The one update: when a sweep ends, its rows get their deflated Sharpe
+ratio over the sweep's trials (:func:`deflate_catalogue`). Each write is atomic: the old rows and the new ones are written to a
 temporary file beside the catalogue, which then replaces it (``os.replace``), so a
 crash mid-write never leaves a truncated catalogue. The columns are
 :data:`CATALOGUE_COLUMNS` (docs/benchmarks.md explains each one).
@@ -26,14 +27,18 @@ import torch
 from ..config import Config, config_to_dict
 from ..data.store import summarise_series
 from ..evaluation.backtest import backtest
+from ..evaluation.deflated import deflate_trials, return_moments
 from ..training.train import TrainResult
 
 __all__ = [
     "CATALOGUE_COLUMNS",
+    "DEFLATION_COLUMNS",
     "RunTimer",
     "append_catalogue",
     "config_json",
     "dataset_stats",
+    "deflate_catalogue",
+    "deflate_rows",
     "hardware",
     "read_catalogue",
     "run_metrics",
@@ -70,6 +75,8 @@ _INTEGER = (
     "global_step",
     "epochs",
     "train_samples",
+    "n_periods",
+    "n_trials",
 )
 _FLOAT = (
     "runtime_s",
@@ -84,6 +91,12 @@ _FLOAT = (
     "roi",
     "max_drawdown",
     "cost_bps",
+    "periods_per_year",
+    "returns_skew",
+    "returns_kurtosis",
+    "expected_max_sharpe",
+    "probabilistic_sharpe",
+    "deflated_sharpe",
     "pretrain_s",
     "pretrain_loss_before",
     "pretrain_loss_after",
@@ -132,6 +145,14 @@ CATALOGUE_COLUMNS: tuple[str, ...] = (
     "roi",
     "max_drawdown",
     "cost_bps",
+    "n_periods",
+    "periods_per_year",
+    "returns_skew",
+    "returns_kurtosis",
+    "n_trials",
+    "expected_max_sharpe",
+    "probabilistic_sharpe",
+    "deflated_sharpe",
     "pretrain_s",
     "pretrain_loss_before",
     "pretrain_loss_after",
@@ -144,6 +165,13 @@ CATALOGUE_COLUMNS: tuple[str, ...] = (
     "gpu",
     "device",
     "torch_version",
+)
+#: The columns :func:`deflate_rows` fills (the others stay as the run wrote them).
+DEFLATION_COLUMNS: tuple[str, ...] = (
+    "n_trials",
+    "expected_max_sharpe",
+    "probabilistic_sharpe",
+    "deflated_sharpe",
 )
 
 
@@ -186,9 +214,74 @@ def append_catalogue(path: str | Path, rows: list[dict[str, Any]]) -> pd.DataFra
     old = read_catalogue(path)
     new = _typed(pd.DataFrame(rows))
     frame = new if old.empty else pd.concat([old, new], ignore_index=True)
+    _write(path, frame)
+    return frame
+
+
+def _write(path: Path, frame: pd.DataFrame) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
+
+
+def deflate_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Deflated Sharpe of each row, the rows being the trials of one selection.
+
+    A trial is a row with ``status == ok`` and a finite ``sharpe``, ``n_periods >= 2``,
+    ``periods_per_year``, ``returns_skew`` and ``returns_kurtosis``; ``N`` is their number
+    and ``V`` the variance (ddof=1; 0 for one trial) of their per-period Sharpe ratios
+    ``sharpe / √periods_per_year``. Returns a frame on ``rows``' index with
+    :data:`DEFLATION_COLUMNS`: ``n_trials`` (N), ``expected_max_sharpe`` (annualised
+    E[max SR] of N skill-less trials), ``probabilistic_sharpe`` (P(true SR > 0)) and
+    ``deflated_sharpe`` (P(true SR > E[max SR])), NaN on rows that are not trials.
+    """
+    out = pd.DataFrame(np.nan, index=rows.index, columns=list(DEFLATION_COLUMNS))
+    needed = ["sharpe", "n_periods", "periods_per_year", "returns_skew", "returns_kurtosis"]
+    if rows.empty or any(c not in rows.columns for c in needed):
+        return out
+    values = rows[needed].apply(pd.to_numeric, errors="coerce").astype("float64")
+    trial = (
+        rows["status"].eq("ok").fillna(False).to_numpy(dtype=bool)
+        & np.isfinite(values.to_numpy()).all(axis=1)
+        & (values["n_periods"] >= 2).to_numpy()
+        & (values["returns_kurtosis"] > 0).to_numpy()
+    )
+    trials = values[trial]
+    if trials.empty:
+        return out
+    root_ppy = np.sqrt(trials["periods_per_year"].to_numpy())
+    figures = deflate_trials(
+        trials["sharpe"].to_numpy() / root_ppy,  # annualised → per period
+        trials["n_periods"].to_numpy(),
+        trials["returns_skew"].to_numpy(),
+        trials["returns_kurtosis"].to_numpy(),
+    )
+    figures["expected_max_sharpe"] = figures["expected_max_sharpe"] * root_ppy
+    out.loc[trials.index, "n_trials"] = len(trials)
+    for column, per_trial in figures.items():
+        out.loc[trials.index, column] = per_trial
+    return out
+
+
+def deflate_catalogue(path: str | Path, sweep_id: str) -> pd.DataFrame:
+    """Fill :data:`DEFLATION_COLUMNS` of ``sweep_id``'s rows over that sweep's trials.
+
+    Rewrites the catalogue atomically (only those rows' deflation columns change) and
+    returns the whole catalogue.
+    """
+    path = Path(path)
+    frame = read_catalogue(path)
+    mine = frame["sweep_id"].eq(sweep_id).fillna(False).to_numpy(dtype=bool)
+    if not mine.any():
+        raise ValueError(
+            f"catalogue {path}: no rows with sweep_id {sweep_id!r} — check the id "
+            "(the sweep_id column) or the --catalogue path"
+        )
+    figures = deflate_rows(frame[mine])
+    for column in DEFLATION_COLUMNS:
+        frame.loc[mine, column] = figures[column].to_numpy()
+    frame = _typed(frame)
+    _write(path, frame)
     return frame
 
 
@@ -231,6 +324,8 @@ def run_metrics(cfg: Config, result: TrainResult) -> dict[str, float]:
     ``sharpe``, ``roi`` (total return) and ``max_drawdown`` come from backtesting the
     held-out test predictions at ``evaluation.cost_bps`` (DESIGN.md convention);
     ``val_sharpe``/``test_sharpe`` are the training module's own (at ``training.cost_bps``).
+    ``n_periods``, ``periods_per_year``, ``returns_skew`` and ``returns_kurtosis`` (Pearson)
+    describe that backtest's returns, for the deflated Sharpe ratio.
     """
     m = result.metrics
     figures = {
@@ -241,8 +336,17 @@ def run_metrics(cfg: Config, result: TrainResult) -> dict[str, float]:
     figures["cost_bps"] = cfg.evaluation.cost_bps
     if result.test_predictions is not None:
         frame = pd.read_parquet(result.test_predictions)
-        bt = backtest(frame, cost_bps=cfg.evaluation.cost_bps).metrics
-        figures.update(sharpe=bt["sharpe"], roi=bt["total_return"], max_drawdown=bt["max_drawdown"])
+        bt = backtest(frame, cost_bps=cfg.evaluation.cost_bps)
+        m = bt.metrics
+        figures.update(sharpe=m["sharpe"], roi=m["total_return"], max_drawdown=m["max_drawdown"])
+        # the moments the deflated Sharpe ratio needs (deflate_rows, at the sweep's end)
+        _, n, skew, kurt = return_moments(bt.returns.to_numpy())
+        figures.update(
+            n_periods=n,
+            periods_per_year=m["periods_per_year"],
+            returns_skew=skew,
+            returns_kurtosis=kurt,
+        )
     return figures
 
 

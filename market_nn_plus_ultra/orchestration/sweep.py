@@ -5,7 +5,10 @@ e.g. architectures × widths × depths × horizons) one after another, each into
 checkpoint folder, and appends one catalogue row per scenario right after it finishes
 (so an interrupted sweep keeps the rows of the scenarios it completed). A scenario that
 fails — an invalid combination, a run that diverges, a shape error — is recorded with
-its error and the sweep goes on.
+its error and the sweep goes on. When the last scenario is done, every row of the sweep
+gets its deflated Sharpe ratio (Bailey & López de Prado 2014) with the number of
+trials, the sweep's successful scenarios: picking the best of many configurations by
+Sharpe is a selection the plain Sharpe ratio does not account for.
 
 A **pretraining comparison** pretrains the backbone once, then trains the same model on
 the same data with the same seed and budget twice: from scratch and warm-started from
@@ -35,10 +38,12 @@ from ..config import Config, apply_overrides, config_from_dict, config_to_dict
 from ..training.pretrain import PretrainResult, pretrain
 from ..training.train import train
 from .catalogue import (
+    DEFLATION_COLUMNS,
     RunTimer,
     append_catalogue,
     config_json,
     dataset_stats,
+    deflate_catalogue,
     hardware,
     run_metrics,
 )
@@ -237,7 +242,9 @@ def run_sweep(
 ) -> SweepResult:
     """Train every scenario in turn under ``output/<sweep id>/``; append each row to ``catalogue``.
 
-    ``on_start(i, scenario)`` and ``on_done(i, scenario, row)`` report progress.
+    ``on_start(i, scenario)`` and ``on_done(i, scenario, row)`` report progress. At the
+    end, the sweep's rows (in the catalogue and in ``SweepResult.rows``) get
+    :data:`~.catalogue.DEFLATION_COLUMNS` over the sweep's trials.
     """
     if not scenarios:
         raise ValueError("the sweep has no scenarios — give at least one value per axis")
@@ -252,6 +259,14 @@ def run_sweep(
         result.rows.append(row)
         if on_done is not None:
             on_done(i, scenario, row)
+    result.catalogue = deflate_catalogue(catalogue, sweep_id)
+    figures = result.catalogue.set_index("scenario_id")[list(DEFLATION_COLUMNS)]
+    for row in result.rows:  # plain Python values: None where the row is not a trial
+        for column in DEFLATION_COLUMNS:
+            value = figures.at[row["scenario_id"], column]
+            row[column] = None if pd.isna(value) else float(value)
+        if row["n_trials"] is not None:
+            row["n_trials"] = int(row["n_trials"])
     return result
 
 

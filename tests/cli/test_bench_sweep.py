@@ -87,6 +87,12 @@ def test_sweep_trains_each_scenario_and_appends_to_the_catalogue(db, tmp_path):
     assert np.isfinite(frame[["val_ic", "roi", "samples_per_s"]].to_numpy(dtype=float)).all()
     assert f"catalogue (4 row(s) appended): {catalogue}" in text
     assert "hybrid_transformer-16-1-2" in text  # the table names each scenario
+    # each scenario's deflated Sharpe over the sweep's 4 trials, in the catalogue and table
+    assert frame["n_trials"].eq(4).all()
+    assert "deflated Sharpe (DSR) over 4 trial(s)" in text
+    dsr, psr = frame["deflated_sharpe"].to_numpy(), frame["probabilistic_sharpe"].to_numpy()
+    assert ((dsr >= 0) & (dsr <= 1) & (dsr < psr)).all()  # the selection costs every row
+    assert f"{psr[0]:.3f} │ {dsr[0]:.3f} │ 4 │" in text  # PSR, DSR, trials of the first row
 
     # an invalid width is recorded as failed; the run still appends; all failed → exit 1
     code, text = _run(
@@ -96,6 +102,8 @@ def test_sweep_trains_each_scenario_and_appends_to_the_catalogue(db, tmp_path):
     assert code == 1 and "failed" in text and "model.n_heads" in text
     after = read_catalogue(catalogue)
     assert len(after) == 5 and after["status"].iloc[-1] == "failed"
+    assert np.isnan(after["deflated_sharpe"].iloc[-1]) and "over 0 trial(s)" in text
+    assert after["deflated_sharpe"].iloc[:4].tolist() == frame["deflated_sharpe"].tolist()
 
 
 def test_sweep_names_an_unknown_grid_axis(db, tmp_path):

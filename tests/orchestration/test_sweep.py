@@ -9,17 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from market_nn_plus_ultra.config import Config, config_from_dict, load_config
 from market_nn_plus_ultra.data.fixtures import write_fixture
 from market_nn_plus_ultra.models import build_model, count_parameters
-from market_nn_plus_ultra.orchestration.catalogue import CATALOGUE_COLUMNS, read_catalogue
+from market_nn_plus_ultra.orchestration.catalogue import (
+    CATALOGUE_COLUMNS,
+    deflate_catalogue,
+    deflate_rows,
+    read_catalogue,
+)
 from market_nn_plus_ultra.orchestration.sweep import (
     expand_scenarios,
     parse_values,
     run_pretraining_comparison,
     run_sweep,
 )
+
+EULER = 0.5772156649015329  # the Euler–Mascheroni constant
 
 #: A model and budget small enough that one run takes about a second on one CPU thread.
 TINY = [
@@ -93,16 +101,20 @@ def test_scenarios_are_the_cartesian_product_in_axis_order():
         expand_scenarios({"depht": [2]})
 
 
-def _roi_by_hand(path: Path, cost_bps: float) -> tuple[float, float]:
-    """Total return and max drawdown of equal-weight symbols, each paying cost on |Δposition|."""
+def _net_by_hand(path: Path, cost_bps: float) -> np.ndarray:
+    """Per-bar net return of equal-weight symbols, each paying cost on |Δposition|."""
     frame = pd.read_parquet(path).sort_values(["symbol", "timestamp"])
     prev = frame.groupby("symbol")["position"].shift(1).fillna(0.0)
     net = (
         frame["position"] * frame["realised_return"]
         - cost_bps / 1e4 * (frame["position"] - prev).abs()
     )
-    per_t = net.groupby(frame["timestamp"]).mean().sort_index()
-    wealth = np.cumprod(1.0 + per_t.to_numpy())
+    return net.groupby(frame["timestamp"]).mean().sort_index().dropna().to_numpy()
+
+
+def _roi_by_hand(path: Path, cost_bps: float) -> tuple[float, float]:
+    """Total return and max drawdown of the equal-weight portfolio."""
+    wealth = np.cumprod(1.0 + _net_by_hand(path, cost_bps))
     drawdown = wealth / np.maximum.accumulate(np.concatenate([[1.0], wealth]))[1:] - 1.0
     return float(wealth[-1] - 1.0), float(drawdown.min())
 
@@ -150,6 +162,34 @@ def test_sweep_appends_one_row_per_scenario_and_records_failures(base, tmp_path)
         assert row["max_drawdown"] == pytest.approx(mdd, abs=1e-12)
         assert row["torch_version"] == torch.__version__ and row["device"] == "cpu"
 
+    # deflated Sharpe over the sweep's 2 successful trials (a failed run is no trial)
+    assert ok["n_trials"].eq(2).all() and failed["n_trials"].isna().all()
+    assert failed["deflated_sharpe"].isna().all()
+    moments = []
+    for _, row in ok.iterrows():
+        r = _net_by_hand(Path(row["checkpoint_dir"]) / "test_predictions.parquet", 5.0)
+        sr = r.mean() / r.std(ddof=1)  # per bar
+        assert row["sharpe"] == pytest.approx(sr * np.sqrt(252), rel=1e-9)
+        assert row["n_periods"] == len(r) and row["periods_per_year"] == 252
+        assert row["returns_skew"] == pytest.approx(stats.skew(r), rel=1e-9)
+        assert row["returns_kurtosis"] == pytest.approx(stats.kurtosis(r, fisher=False), rel=1e-9)
+        moments.append((sr, len(r), stats.skew(r), stats.kurtosis(r, fisher=False)))
+    sr0 = np.std([m[0] for m in moments], ddof=1) * (  # E[max SR] of 2 trials, per bar
+        (1 - EULER) * stats.norm.ppf(1 - 1 / 2) + EULER * stats.norm.ppf(1 - 1 / (2 * np.e))
+    )
+    for (sr, n, g3, g4), (_, row) in zip(moments, ok.iterrows(), strict=True):
+        spread = np.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2)
+        assert row["expected_max_sharpe"] == pytest.approx(sr0 * np.sqrt(252), rel=1e-9)
+        dsr = stats.norm.cdf((sr - sr0) * np.sqrt(n - 1) / spread)
+        assert row["deflated_sharpe"] == pytest.approx(dsr, rel=1e-9)
+        assert row["probabilistic_sharpe"] == pytest.approx(
+            stats.norm.cdf(sr * np.sqrt(n - 1) / spread), rel=1e-9
+        )
+        assert row["deflated_sharpe"] < row["probabilistic_sharpe"]  # selection costs
+    by_id = {r["scenario_id"]: r for r in result.rows}  # the rows returned agree
+    assert by_id[ok["scenario_id"].iloc[0]]["deflated_sharpe"] == ok["deflated_sharpe"].iloc[0]
+    assert by_id[ok["scenario_id"].iloc[0]]["n_trials"] == 2
+
     # a second sweep appends; nothing already there changes
     again = run_sweep(base, expand_scenarios({"d_model": [18]}), tmp_path / "runs", catalogue)
     after = read_catalogue(catalogue)
@@ -177,3 +217,36 @@ def test_pretraining_comparison_writes_two_linked_rows_with_deltas(base, tmp_pat
     assert warm["pretrain_s"] > 0 and np.isnan(scratch["pretrain_s"])
     assert warm["pretrain_loss_before"] == pytest.approx(result.pretrain.loss_before)
     assert (result.output / "pretrain" / "backbone.pt").exists()
+
+
+def test_deflation_counts_only_successful_trials_by_hand():
+    rows = pd.DataFrame(
+        {
+            "status": ["ok", "ok", "failed", "ok"],
+            "sharpe": [1.0, 2.0, np.nan, 0.5],  # annualised
+            "n_periods": [100, 400, None, 100],
+            "periods_per_year": [252.0] * 4,
+            "returns_skew": [0.0, -1.0, np.nan, 0.2],
+            "returns_kurtosis": [3.0, 5.0, np.nan, 4.0],
+        }
+    )
+    got = deflate_rows(rows)
+    sr = np.array([1.0, 2.0, 0.5]) / np.sqrt(252)
+    sr0 = np.std(sr, ddof=1) * (
+        (1 - EULER) * stats.norm.ppf(1 - 1 / 3) + EULER * stats.norm.ppf(1 - 1 / (3 * np.e))
+    )
+    n, g3, g4 = np.array([100, 400, 100]), np.array([0.0, -1.0, 0.2]), np.array([3.0, 5.0, 4.0])
+    z = (sr - sr0) * np.sqrt(n - 1) / np.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2)
+    trials = got.iloc[[0, 1, 3]]
+    assert trials["deflated_sharpe"].to_numpy() == pytest.approx(stats.norm.cdf(z), rel=1e-12)
+    assert trials["n_trials"].eq(3).all() and got.iloc[2].isna().all()
+    assert trials["expected_max_sharpe"].to_numpy() == pytest.approx(sr0 * np.sqrt(252))
+    # one trial: no selection, DSR = PSR
+    single = deflate_rows(rows.iloc[[0]])
+    assert single["deflated_sharpe"].iloc[0] == single["probabilistic_sharpe"].iloc[0]
+    assert single["expected_max_sharpe"].iloc[0] == 0.0
+
+
+def test_deflating_an_unknown_sweep_names_the_id(tmp_path):
+    with pytest.raises(ValueError, match="no rows with sweep_id 'sweep-x'"):
+        deflate_catalogue(tmp_path / "none.parquet", "sweep-x")
