@@ -7,7 +7,12 @@ one-bar-ahead forecast), then times, as the median of ``--repeats`` runs:
   fold) and without the bootstrap;
 - ``bootstrap_metrics`` on the stitched model returns (``--reps`` resamples, optimal block)
   and ``compare_sharpe`` against every baseline;
-- ``apply_guardrails`` with every rule on (the turnover cap steps bar by bar).
+- ``apply_guardrails`` with every rule on (the turnover cap steps bar by bar);
+- ``backtest`` with costs on ``--backtest-rows`` rows (10 symbols, the predictions
+  contract checked on every call), its first call and warm, beside vectorbt's
+  ``Portfolio.from_orders`` (target-percent orders) and ``Portfolio.from_signals`` on the
+  same positions, closes and fees in the same run (``pip install vectorbt==1.2.0``;
+  skipped with a note when it is missing).
 
     python benchmarks/evaluation.py --symbols 50 --bars 2520 --reps 1000 --repeats 3
 
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from market_nn_plus_ultra.config import EvaluationConfig, GuardrailsConfig
+from market_nn_plus_ultra.evaluation.backtest import backtest
 from market_nn_plus_ultra.evaluation.bootstrap import bootstrap_metrics, compare_sharpe
 from market_nn_plus_ultra.evaluation.guardrails import apply_guardrails
 from market_nn_plus_ultra.evaluation.walkforward import MODEL, WalkForwardBacktester
@@ -68,6 +74,80 @@ def build(n_symbols: int, n_bars: int, seed: int = 0) -> tuple[pd.DataFrame, pd.
     return panel, predictions
 
 
+def _first_and_warm(func: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(first call, median of ``repeats`` warm calls) in seconds."""
+    began = time.perf_counter()
+    func()
+    first = time.perf_counter() - began
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - began)
+    return first, statistics.median(times)
+
+
+def backtest_rows(n_rows: int, repeats: int, cost_bps: float = 5.0) -> list[tuple[str, str]]:
+    """Our convention backtest vs vectorbt on ``n_rows`` = 10 symbols × n_rows/10 bars.
+
+    Ours runs on the long predictions frame (contract checks, costs, per-bar portfolio
+    returns and every metric); vectorbt's figure is the portfolio simulation alone on
+    ready wide arrays (no metric), so the comparison favours vectorbt.
+    """
+    n_sym = 10
+    n_bars = n_rows // n_sym
+    rng = np.random.default_rng(1)
+    stamps = pd.date_range("2000-01-03", periods=n_bars, freq="min", tz="UTC")
+    ret = rng.normal(0.0, 0.001, (n_bars, n_sym))
+    close = 100 * np.cumprod(1 + ret, axis=0)
+    pos = np.clip(np.round(rng.normal(0, 0.6, (n_bars, n_sym)), 1), -1, 1)
+    nxt = np.vstack([close[1:] / close[:-1] - 1, np.full((1, n_sym), np.nan)])
+    frame = pd.DataFrame(
+        {
+            "timestamp": np.repeat(stamps, n_sym),
+            "symbol": np.tile([f"S{i}" for i in range(n_sym)], n_bars),
+            "position": pos.ravel(),
+            "realised_return": nxt.ravel(),
+        }
+    )
+    first, warm = _first_and_warm(lambda: backtest(frame, cost_bps=cost_bps), repeats)
+    rows = [
+        (
+            f"ours: backtest, {len(frame):,} rows, {cost_bps:g} bps",
+            f"{warm:.3f} (first {first:.3f})",
+        )
+    ]
+    try:
+        import vectorbt as vbt
+    except ImportError:
+        rows.append(("vectorbt", "not installed: pip install vectorbt==1.2.0"))
+        return rows
+    prices = pd.DataFrame(close, index=stamps)
+    target = pd.DataFrame(pos, index=stamps)
+    fees = cost_bps / 1e4
+
+    def orders() -> object:
+        return vbt.Portfolio.from_orders(
+            prices, size=target, size_type="targetpercent", fees=fees, freq="1min"
+        )
+
+    def signals() -> object:
+        return vbt.Portfolio.from_signals(
+            prices, entries=target > 0, exits=target <= 0, fees=fees, freq="1min"
+        )
+
+    for name, func in (("from_orders", orders), ("from_signals", signals)):
+        v_first, v_warm = _first_and_warm(func, repeats)
+        rows.append(
+            (
+                f"vectorbt {vbt.__version__} Portfolio.{name}, {n_bars:,} × {n_sym}",
+                f"{v_warm:.3f} (first {v_first:.3f}); ours is {v_warm / warm:.1f}× faster warm, "
+                f"{v_first / first:.0f}× on the first call",
+            )
+        )
+    return rows
+
+
 def _median(func: Callable[[], object], repeats: int) -> float:
     func()  # warm-up: imports and first-call compilation are not what is measured
     times = []
@@ -86,6 +166,7 @@ def main() -> None:
     parser.add_argument("--test-window", type=int, default=126)
     parser.add_argument("--reps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backtest-rows", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "evaluation.md")
     args = parser.parse_args()
 
@@ -136,6 +217,12 @@ def main() -> None:
         "| step | seconds |",
         "|---|---:|",
         *[f"| {name} | {seconds:.3f} |" for name, seconds in rows],
+        "",
+        f"## Backtest with costs beside vectorbt (median of {args.repeats} warm runs)",
+        "",
+        "| what | seconds |",
+        "|---|---|",
+        *[f"| {name} | {text} |" for name, text in backtest_rows(args.backtest_rows, args.repeats)],
         "",
     ]
     text = "\n".join(lines)

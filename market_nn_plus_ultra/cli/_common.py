@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ from rich.progress import (
 
 from ..config import Config, ConfigError, load_config
 
+if TYPE_CHECKING:
+    from ..evaluation.sample import ScoredSample
+
 console = Console(stderr=True)
 out = Console()
 
@@ -40,6 +43,29 @@ SetOption = Annotated[
         help="Override any config value, repeatable: --set data.sqlite_path=other.db",
     ),
 ]
+
+IncludeInSampleOption = Annotated[
+    bool,
+    typer.Option(
+        "--include-in-sample",
+        help="Also score the bars the model trained or was validated on (the file's sample "
+        "column says which); every output then says the numbers include in-sample bars.",
+    ),
+]
+ClipPositionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--clip-positions",
+        help="Clip positions outside [-1, 1] instead of refusing the file.",
+    ),
+]
+
+
+def print_sample(sample: ScoredSample) -> None:
+    """Say which bars are scored (stdout) and any notice about them (stderr)."""
+    out.print(f"scored: {sample.describe()}", highlight=False)
+    if sample.notice:
+        console.print(f"[yellow]notice:[/] {sample.notice}", highlight=False)
 
 
 class _JsonFormatter(logging.Formatter):

@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
-
-if TYPE_CHECKING:
-    import pandas as pd
+from ._common import (
+    ClipPositionsOption,
+    ConfigOption,
+    IncludeInSampleOption,
+    SetOption,
+    console,
+    load,
+    out,
+    print_sample,
+    progress,
+    user_errors,
+    wrote,
+)
 
 # Library modules are imported inside the command so `plus-ultra --help` stays fast.
-
-
-def _read_predictions(path: Path, return_column: str) -> pd.DataFrame:
-    from ..evaluation.walkforward_io import read_predictions
-
-    frame = read_predictions(path)
-    for name in ("timestamp", "symbol", "position", return_column):
-        if name not in frame.columns:
-            guess = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=1)
-            hint = f" Did you mean {guess[0]!r} (--return-column)?" if guess else ""
-            raise ValueError(
-                f"predictions file {path}: no column {name!r}.{hint} "
-                f"Columns present: {list(frame.columns)}."
-            )
-    return frame
 
 
 def _fmt(value: object) -> str:
@@ -121,6 +114,8 @@ def backtest(
     return_column: Annotated[
         str, typer.Option("--return-column", help="Column of realised returns t → t+1.")
     ] = "realised_return",
+    include_in_sample: IncludeInSampleOption = False,
+    clip_positions: ClipPositionsOption = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -128,11 +123,15 @@ def backtest(
     simulator), print the metrics and write them as JSON; with --scenarios N, also stress
     test over N block-bootstrapped / shocked paths and report percentiles.
 
+    Only the bars the model never trained or validated on are scored (the file's sample
+    column, written by `plus-ultra predict`); --include-in-sample scores the rest too.
+
     Example: plus-ultra backtest -p predictions.parquet --simulator --scenarios 1000
     --set simulation.impact_coef=0.1 -o outputs/metrics.json"""
     from ..evaluation.backtest import backtest as convention_backtest
     from ..evaluation.metrics import METRIC_KEYS
     from ..evaluation.stress import run_stress, simulate_backtest
+    from ..evaluation.walkforward_io import load_predictions
 
     flags: dict[str, object] = {"simulation.scenarios": scenarios, "simulation.seed": seed}
     if simulator:
@@ -142,21 +141,31 @@ def backtest(
         if cost_bps is not None:
             cfg.evaluation.cost_bps = cost_bps
             cfg.simulation.cost_bps = cost_bps
-        frame = _read_predictions(predictions, return_column)
+        frame, _, sample = load_predictions(
+            predictions,
+            include_in_sample=include_in_sample,
+            clip_positions=clip_positions,
+            return_column=return_column,
+        )
+        print_sample(sample)
         sim_cfg = cfg.simulation
         if sim_cfg.enabled:
             result, _ = simulate_backtest(frame, sim_cfg, return_column=return_column)
-            title = "Backtest (execution simulator)"
+            title = f"Backtest (execution simulator; {sample.label})"
         else:
             result = convention_backtest(
                 frame, cost_bps=cfg.evaluation.cost_bps, return_column=return_column
             )
-            title = f"Backtest (convention, {cfg.evaluation.cost_bps:g} bps)"
+            title = f"Backtest (convention, {cfg.evaluation.cost_bps:g} bps; {sample.label})"
             # Stress paths without --simulator carry the convention's cost only.
             sim_cfg = sim_cfg.model_copy(
                 update={**_frictions_off(), "cost_bps": cfg.evaluation.cost_bps}
             )
-        payload: dict[str, object] = {**result.metrics, "simulator": sim_cfg.enabled}
+        payload: dict[str, object] = {
+            **result.metrics,
+            "simulator": sim_cfg.enabled,
+            "sample": sample.as_dict(),
+        }
         out.print(_table(result.metrics, METRIC_KEYS, title))
         if sim_cfg.scenarios:
             with progress() as bar:

@@ -13,7 +13,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
+from ._common import (
+    ConfigOption,
+    IncludeInSampleOption,
+    SetOption,
+    console,
+    load,
+    out,
+    print_sample,
+    progress,
+    user_errors,
+    wrote,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,7 +89,7 @@ def _write_metrics(metrics: dict[str, object], path: Path) -> None:
     _atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
-def _table(metrics: dict[str, float], title: str) -> Table:
+def _table(metrics: dict[str, object], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -142,12 +153,15 @@ def predict(
             "turnover, CVaR, drawdown, sector caps); breaches go to <output>_breaches.parquet.",
         ),
     ] = False,
+    include_in_sample: IncludeInSampleOption = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Predict with a trained run on a database: one row per (timestamp, symbol) with a
     full window — position, forecast (+ probabilities/quantiles), realised and benchmark
-    returns — then backtest it under the convention and print the metrics.
+    returns, and the sample of each bar (train, val, test or unseen: the run's splits) —
+    then backtest the out-of-sample bars (test and unseen) under the convention and print
+    the metrics; --include-in-sample scores every bar.
 
     The model, features and windows always come from the run's own config.yaml; --config
     (default: that file) and --set supply the database and the evaluation settings.
@@ -156,6 +170,7 @@ def predict(
     --cost-bps 5 -o outputs/predictions.parquet --metrics-output outputs/metrics.md"""
     from ..evaluation.backtest import backtest
     from ..evaluation.metrics import METRIC_KEYS
+    from ..evaluation.sample import has_out_of_sample, select_sample
     from ..inference import Agent
 
     with user_errors():
@@ -195,20 +210,33 @@ def predict(
             f"{len(frame)} predictions for {frame['symbol'].nunique()} symbols on {agent.device}",
             highlight=False,
         )
-        if not no_eval and return_column in frame.columns and frame[return_column].notna().any():
+        known = return_column in frame.columns and frame[return_column].notna().any()
+        scorable = include_in_sample or has_out_of_sample(frame)
+        if not no_eval and known and scorable:
             cost = cfg.evaluation.cost_bps if cost_bps is None else cost_bps
-            result = backtest(frame, cost_bps=cost, return_column=return_column)
-            metrics = {k: result.metrics[k] for k in METRIC_KEYS if k in result.metrics}
+            scored, sample = select_sample(frame, include_in_sample=include_in_sample)
+            print_sample(sample)
+            result = backtest(scored, cost_bps=cost, return_column=return_column)
+            metrics: dict[str, object] = {
+                k: result.metrics[k] for k in METRIC_KEYS if k in result.metrics
+            }
             metrics.update({k: v for k, v in result.metrics.items() if k not in metrics})
-            out.print(_table(metrics, f"Backtest (convention, {cost:g} bps)"))
+            metrics["sample"] = sample.describe()
+            out.print(_table(metrics, f"Backtest (convention, {cost:g} bps; {sample.label})"))
             if metrics_output is not None:
                 _write_metrics(metrics, metrics_output)
-        elif metrics_output is not None:
-            console.print(
-                f"[yellow]warning:[/] no metrics written to {metrics_output}: "
-                + ("--no-eval" if no_eval else f"no known {return_column} in the predictions"),
-                highlight=False,
-            )
+        elif not no_eval or metrics_output is not None:
+            if no_eval:
+                why = "--no-eval"
+            elif not known:
+                why = f"no known {return_column} in the predictions"
+            else:
+                why = (
+                    "every predicted bar is one the run trained or validated on (train/val) — "
+                    "predict later bars, or pass --include-in-sample to score them anyway"
+                )
+            target = f" to {metrics_output}" if metrics_output is not None else ""
+            console.print(f"[yellow]warning:[/] no metrics written{target}: {why}", highlight=False)
             metrics_output = None
     wrote("predictions", output)
     if breaches_path is not None:

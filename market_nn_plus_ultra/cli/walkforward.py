@@ -11,7 +11,18 @@ from rich import box
 from rich.table import Table
 
 from ..config import Config, EvaluationConfig, field_help
-from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
+from ._common import (
+    ClipPositionsOption,
+    ConfigOption,
+    IncludeInSampleOption,
+    SetOption,
+    console,
+    load,
+    out,
+    progress,
+    user_errors,
+    wrote,
+)
 
 if TYPE_CHECKING:
     from ..evaluation.walkforward import WalkForwardResult
@@ -46,10 +57,13 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 def _table(summary: dict[str, Any]) -> Table:
     settings = summary["settings"]
+    sample = summary.get("sample") or {}
+    scored = sample.get("description") or (
+        f"{summary['strategies']['model']['stitched']['n_periods']} bars"
+    )
     table = Table(
         title=f"Walk-forward: {summary['n_splits']} folds, train {settings['train_window']} / "
-        f"test {settings['test_window']} bars, costs {settings['cost_bps']:g} bps; "
-        f"out of sample {summary['strategies']['model']['stitched']['n_periods']} bars",
+        f"test {settings['test_window']} bars, costs {settings['cost_bps']:g} bps; {scored}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
@@ -68,6 +82,32 @@ def _table(summary: dict[str, Any]) -> Table:
             *[_fmt(stitched[k], k) for k, _ in _COLUMNS],
             spread,
             _fmt(beat.get(name)) if name != "model" else "",
+        )
+    return table
+
+
+def _difference_table(summary: dict[str, Any]) -> Table | None:
+    """Model minus each baseline: Sharpe difference, paired interval, Holm p-values."""
+    boot = summary.get("bootstrap") or {}
+    diffs = boot.get("sharpe_difference") or {}
+    if not diffs:
+        return None
+    table = Table(
+        title=f"Model − baseline Sharpe, paired stationary bootstrap ({boot['level']:.0%}), "
+        f"p adjusted for {len(diffs)} baselines (Holm)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.caption = "*: the difference is significant after the adjustment"
+    for header in ("baseline", "ΔSharpe", "interval", "p", "p(Holm)"):
+        table.add_column(header, justify="left" if header == "baseline" else "right")
+    for name, d in diffs.items():
+        table.add_row(
+            name,
+            _fmt(d["estimate"]),
+            f"[{_fmt(d['low'])}, {_fmt(d['high'])}]",
+            _fmt(d["p_value"]),
+            _fmt(d["p_adjusted"]) + ("*" if d["significant"] else ""),
         )
     return table
 
@@ -184,6 +224,8 @@ def walkforward(
             "--output-dir", help="With --retrain: one resumable run folder per fold (fold_k/)."
         ),
     ] = Path("outputs/walkforward"),
+    include_in_sample: IncludeInSampleOption = False,
+    clip_positions: ClipPositionsOption = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -193,7 +235,10 @@ def walkforward(
     scores the model's positions and every baseline on each test window, and prints the
     stitched out-of-sample metrics side by side. The model's positions are read from the
     file as they are; the ridge and lightgbm baselines are refitted on every fold's
-    training bars.
+    training bars. Only bars the model never trained or validated on are tested (the
+    file's sample column, written by `plus-ultra predict`): the first fold's test window
+    starts at the first out-of-sample bar, and earlier bars only train the baselines.
+    --include-in-sample tests every bar, and the outputs then say so.
 
     With --retrain, a fresh model is trained per fold on that fold's past only (purged by
     the window, horizon and embargo), predicts the fold's test bars, and the stitched
@@ -241,12 +286,22 @@ def walkforward(
                     guardrails=cfg.guardrails if guardrails else None,
                     seed=cfg.seed,
                     on_step=lambda message: bar.update(task, description=message),
+                    include_in_sample=include_in_sample,
+                    clip_positions=clip_positions,
                 )
                 bar.update(task, description="writing outputs")
                 paths = write_walkforward(
                     result, metrics_output, summary_output, regimes_output, breaches_output
                 )
+    sample = result.summary.get("sample")
+    if sample:
+        out.print(f"scored: {sample['description']}", highlight=False)
+        if sample.get("notice"):
+            console.print(f"[yellow]notice:[/] {sample['notice']}", highlight=False)
     out.print(_table(result.summary))
+    differences = _difference_table(result.summary)
+    if differences is not None:
+        out.print(differences)
     boot = result.summary.get("bootstrap")
     if boot:
         sharpe = boot["model"]["sharpe"]

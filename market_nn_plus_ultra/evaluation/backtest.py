@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import compute_metrics, infer_periods_per_year
+from .predictions import checked_keys
 
 __all__ = ["BacktestResult", "backtest", "require_columns"]
 
@@ -61,32 +62,40 @@ def backtest(
     benchmark_column: str | None = "benchmark_return",
     weights: pd.Series | None = None,
     periods_per_year: float | None = None,
+    clip_positions: bool = False,
 ) -> BacktestResult:
     """Backtest target positions against realised returns with proportional costs.
 
     ``predictions``: one row per (timestamp, symbol) with ``position`` in [-1, 1] and
-    ``realised_return`` (simple return from t to t+1). ``weights``: optional capital
-    weight per symbol (normalised over the symbols present at each t).
+    ``realised_return`` (simple return from t to t+1); any row order. Positions outside
+    [-1, 1], non-finite positions and duplicated keys are errors (see
+    :func:`~.predictions.check_predictions`); ``clip_positions`` clips on purpose.
+    ``weights``: optional capital weight per symbol (normalised over the symbols present
+    at each t).
     """
     frame = _long(predictions)
     require_columns(frame, [position_column, return_column])
     if cost_bps < 0:
         raise ValueError(f"cost_bps must be >= 0, got {cost_bps}")
-    ts_codes, ts_levels = pd.factorize(frame["timestamp"], sort=True)
-    sym_codes, sym_levels = pd.factorize(frame["symbol"], sort=True)
+    frame, codes = checked_keys(
+        frame, position_column=position_column, clip=clip_positions, require_sorted=False
+    )
+    ts_codes, sym_codes = codes.ts, codes.symbol
+    ts_levels, sym_levels = codes.ts_levels, codes.symbol_levels
     pos = frame[position_column].to_numpy(dtype=np.float64)
-    ret = frame[return_column].to_numpy(dtype=np.float64)
-    if np.isnan(pos).any():
-        raise ValueError(f"predictions.{position_column}: {int(np.isnan(pos).sum())} NaN positions")
+    ret = pd.to_numeric(frame[return_column], errors="coerce").to_numpy(dtype=np.float64)
 
-    # Previous position of the same symbol: order rows by (symbol, time) once.
-    order = np.lexsort((ts_codes, sym_codes))
-    prev = np.zeros_like(pos)
+    # Previous position of the same symbol: visit rows in (symbol, time) order once. Rows
+    # sorted by (timestamp, symbol) — the contract — need only a stable sort by symbol.
+    if len(ts_codes) and (ts_codes[1:] >= ts_codes[:-1]).all():
+        order = np.argsort(sym_codes, kind="stable")
+    else:
+        order = np.lexsort((ts_codes, sym_codes))
     sorted_pos = pos[order]
     same = np.zeros(len(order), dtype=bool)
     same[1:] = sym_codes[order][1:] == sym_codes[order][:-1]
-    prev_sorted = np.where(same, np.concatenate([[0.0], sorted_pos[:-1]]), 0.0)
-    prev[order] = prev_sorted
+    prev = np.empty_like(pos)
+    prev[order] = np.where(same, np.concatenate([[0.0], sorted_pos[:-1]]), 0.0)
 
     trade = np.abs(pos - prev)
     gross = pos * ret
@@ -95,15 +104,14 @@ def backtest(
     net = np.where(known, gross - cost, np.nan)
 
     if weights is None:
-        w = np.ones(len(pos))
+        w = known.astype(np.float64)
     else:
-        w = weights.reindex(sym_levels).fillna(0.0).to_numpy()[sym_codes]
-    wk = np.where(known, w, 0.0)
+        w = np.where(known, weights.reindex(sym_levels).fillna(0.0).to_numpy()[sym_codes], 0.0)
     n_t = len(ts_levels)
-    denom = np.bincount(ts_codes, weights=wk, minlength=n_t)
+    denom = np.bincount(ts_codes, weights=w, minlength=n_t)
 
     def per_t(values: np.ndarray) -> np.ndarray:
-        total = np.bincount(ts_codes, weights=np.where(known, values * w, 0.0), minlength=n_t)
+        total = np.bincount(ts_codes, weights=np.where(known, values, 0.0) * w, minlength=n_t)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(denom > 0, total / denom, np.nan)
 
@@ -115,17 +123,20 @@ def backtest(
         turnover=pd.Series(per_t(trade), index=index, name="turnover"),
         net_by_row=net,
     )
-    valid = result.returns.notna()
-    ppy = periods_per_year or infer_periods_per_year(index[valid.to_numpy()])
+    valid = result.returns.notna().to_numpy()
+    ppy = periods_per_year or infer_periods_per_year(index[valid])
     bench = None
     if benchmark_column and benchmark_column in frame.columns:
         b = frame[benchmark_column].to_numpy(dtype=np.float64)
-        bench_t = pd.Series(b, index=ts_codes).groupby(level=0).mean()
-        bench = bench_t.reindex(range(n_t)).to_numpy()[valid.to_numpy()]
+        ok = ~np.isnan(b)
+        count = np.bincount(ts_codes, weights=ok, minlength=n_t)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bench_t = np.bincount(ts_codes, weights=np.where(ok, b, 0.0), minlength=n_t) / count
+        bench = bench_t[valid]
     result.metrics = compute_metrics(
-        result.returns[valid].to_numpy(),
+        result.returns.to_numpy()[valid],
         periods_per_year=ppy,
-        turnover=float(result.turnover[valid].mean()) if valid.any() else float("nan"),
+        turnover=float(result.turnover.to_numpy()[valid].mean()) if valid.any() else float("nan"),
         benchmark=bench,
     )
     result.metrics["cost_bps"] = float(cost_bps)

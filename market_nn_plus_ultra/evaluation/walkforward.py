@@ -31,6 +31,8 @@ from .backtest import BacktestResult, backtest, require_columns
 from .baselines import TimeSplit, baseline_predictions
 from .bootstrap import bootstrap_metrics, compare_sharpe
 from .metrics import METRIC_KEYS, compute_metrics, infer_periods_per_year
+from .paired import sharpe_differences
+from .sample import ScoredSample
 
 __all__ = ["MODEL", "WalkForwardBacktester", "WalkForwardResult"]
 
@@ -125,15 +127,34 @@ class WalkForwardBacktester:
             expanding=cfg.expanding,
         )
 
-    def splits(self, timestamps: Sequence | pd.Index) -> list[TimeSplit]:
-        """The folds over the sorted unique ``timestamps``, as inclusive time bounds."""
+    def splits(
+        self, timestamps: Sequence | pd.Index, *, score_from: pd.Timestamp | None = None
+    ) -> list[TimeSplit]:
+        """The folds over the sorted unique ``timestamps``, as inclusive time bounds.
+
+        ``score_from``: the first bar a fold may test (the first out-of-sample bar); the
+        folds are laid so that the first test window starts there when enough earlier bars
+        exist for its training window, and earlier bars only train the baselines.
+        """
         stamps = pd.DatetimeIndex(pd.unique(pd.DatetimeIndex(timestamps))).sort_values()
+        full = stamps
+        if score_from is not None:
+            first_test = int(stamps.searchsorted(score_from))
+            stamps = stamps[max(0, first_test - self.train_window - 1 - self.embargo) :]
         need = self.train_window + 1 + self.embargo + self.test_window + 1
         if len(stamps) < need:
+            scope = ""
+            if score_from is not None:
+                n_oos = int((full >= score_from).sum())
+                scope = (
+                    f" (only the {n_oos} out-of-sample bars from {score_from.date()} may be "
+                    "tested: predict newer bars, or pass --include-in-sample to score in-sample "
+                    "bars too, which are then not out of sample)"
+                )
             raise ValueError(
                 f"walk-forward: {len(stamps)} bars are too few for train_window="
                 f"{self.train_window}, embargo={self.embargo}, test_window={self.test_window}: "
-                f"at least {need} are needed — shorten --train-window / --test-window"
+                f"at least {need} are needed — shorten --train-window / --test-window{scope}"
             )
         folds = walk_forward_splits(
             len(stamps),
@@ -145,10 +166,11 @@ class WalkForwardBacktester:
             embargo=self.embargo,
             expanding=self.expanding,
         )
+        first = full[0] if self.expanding else None  # an expanding fold keeps all history
         return [
             TimeSplit(
                 f"fold{k}",
-                stamps[train.rows.start],
+                first if first is not None else stamps[train.rows.start],
                 stamps[train.rows.stop - 1],
                 stamps[test.rows.start],
                 stamps[test.rows.stop - 1],
@@ -168,6 +190,8 @@ class WalkForwardBacktester:
         seed: int = 0,
         on_step: Callable[[str], None] | None = None,
         splits: Sequence[TimeSplit] | None = None,
+        score_from: pd.Timestamp | None = None,
+        sample: ScoredSample | None = None,
     ) -> WalkForwardResult:
         """Walk-forward metrics of ``predictions`` and the baselines on the same folds.
 
@@ -184,7 +208,9 @@ class WalkForwardBacktester:
         names = list(cfg.baselines if baselines is None else baselines)
         notify = on_step or (lambda _message: None)
         frame = _predictions(predictions)
-        splits = list(splits) if splits is not None else self.splits(frame["timestamp"])
+        if splits is None:
+            splits = self.splits(frame["timestamp"], score_from=score_from)
+        splits = list(splits)
         ppy = infer_periods_per_year(pd.DatetimeIndex(frame["timestamp"].unique()))
         skipped: dict[str, str] = {}
         if panel is None:
@@ -212,6 +238,11 @@ class WalkForwardBacktester:
         elif regime_column is not None:
             log.info("no regime column %r in the predictions: no per-regime metrics", regime_column)
         summary = _summary(self, results, per_split, regimes, splits, skipped)
+        if sample is not None:
+            scored = results[MODEL].returns.dropna().index
+            summary["sample"] = sample.restrict(
+                splits[0].test_start, splits[-1].test_end, len(scored)
+            ).as_dict()
         if bootstrap:
             notify("bootstrap")
             summary["bootstrap"] = _bootstrap(results, cfg, ppy)
@@ -366,4 +397,8 @@ def _bootstrap(
         "block_length": float(intervals["block_length"].iloc[0]),
         "model": intervals[["estimate", "low", "high"]].to_dict("index"),
         "prob_model_sharpe_exceeds": compare_sharpe(model, others, **options),
+        # Sharpe(model) − Sharpe(baseline): paired intervals, Holm-adjusted p-values
+        "sharpe_difference": sharpe_differences(model, others, level=cfg.bootstrap_level, **options)
+        if others
+        else {},
     }

@@ -9,6 +9,7 @@ atomically.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -21,9 +22,17 @@ import pandas as pd
 
 from ..config import DataConfig, EvaluationConfig, GuardrailsConfig
 from .guardrails import apply_guardrails, sectors_from_assets
+from .predictions import check_predictions
+from .sample import ScoredSample, select_sample
 from .walkforward import WalkForwardBacktester, WalkForwardResult
 
-__all__ = ["read_frame", "read_predictions", "walkforward_from_files", "write_walkforward"]
+__all__ = [
+    "load_predictions",
+    "read_frame",
+    "read_predictions",
+    "walkforward_from_files",
+    "write_walkforward",
+]
 
 
 def read_frame(path: str | Path, what: str = "predictions") -> pd.DataFrame:
@@ -58,6 +67,38 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def load_predictions(
+    path: str | Path,
+    *,
+    include_in_sample: bool = False,
+    clip_positions: bool = False,
+    return_column: str = "realised_return",
+) -> tuple[pd.DataFrame, pd.DataFrame, ScoredSample]:
+    """Read a predictions file, enforce its contract and pick the rows to score.
+
+    Returns ``(scored rows, every row, what was scored)``: the scored rows are the
+    out-of-sample ones (``test``/``unseen``) unless ``include_in_sample``; every row is
+    kept for what may look back (baselines fitted on earlier bars). Errors name the file,
+    the rows and the fix (positions outside [-1, 1] unless ``clip_positions``, duplicated
+    or unsorted keys, missing columns with a "did you mean").
+    """
+    frame = read_predictions(path)
+    for name in ("timestamp", "symbol", "position", return_column):
+        if name not in frame.columns:
+            guess = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=1)
+            hint = f" Did you mean {guess[0]!r}?" if guess else ""
+            option = " (--return-column)" if name == return_column else ""
+            raise ValueError(
+                f"predictions file {path}: no column {name!r}{option}.{hint} "
+                f"Columns present: {list(frame.columns)}."
+            )
+    frame = check_predictions(frame, clip=clip_positions, what=f"predictions file {path}")
+    scored, sample = select_sample(
+        frame, include_in_sample=include_in_sample, what=f"predictions file {path}"
+    )
+    return scored, frame, sample
+
+
 def walkforward_from_files(
     predictions: str | Path,
     evaluation: EvaluationConfig,
@@ -67,25 +108,36 @@ def walkforward_from_files(
     guardrails: GuardrailsConfig | None = None,
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
+    include_in_sample: bool = False,
+    clip_positions: bool = False,
 ) -> WalkForwardResult:
     """Walk-forward the predictions file; baselines read their bars from ``data.sqlite_path``.
 
-    ``data`` None: the rule baselines run on prices implied by ``realised_return`` and the
-    ML baselines are skipped (the summary says so). ``guardrails``: apply these limits to
-    the model's positions first (sectors from the database's ``assets`` table when sector
-    caps are set); the breaches land in ``result.breaches`` and their counts per rule in
-    the summary. Baselines trade unguarded.
+    Only out-of-sample bars are scored (see :func:`load_predictions`): the folds' test
+    windows start at the first ``test``/``unseen`` bar, and earlier bars serve only as the
+    baselines' training history. ``include_in_sample``: score every bar (the summary's
+    ``sample`` says so). ``data`` None: the rule baselines run on prices implied by
+    ``realised_return`` and the ML baselines are skipped (the summary says so).
+    ``guardrails``: apply these limits to the model's scored positions first (sectors from
+    the database's ``assets`` table when sector caps are set); the breaches land in
+    ``result.breaches`` and their counts per rule in the summary. Baselines trade unguarded.
     """
     from ..data.panel import read_panel
 
-    frame = read_predictions(predictions)
+    scored, frame, sample = load_predictions(
+        predictions, include_in_sample=include_in_sample, clip_positions=clip_positions
+    )
+    score_from = sample.start if sample.out_of_sample else None
     breaches = None
     if guardrails is not None:
-        frame, breaches = guard_predictions(frame, guardrails, data)
+        scored, breaches = guard_predictions(scored, guardrails, data)
+    if score_from is not None:
+        history = frame[pd.to_datetime(frame["timestamp"], utc=True) < score_from]
+        scored = pd.concat([history, scored], ignore_index=True)
     panel = None
     if data is not None:
-        symbols = sorted(frame["symbol"].astype(str).unique())
-        end = pd.to_datetime(frame["timestamp"], utc=True).max()
+        symbols = sorted(scored["symbol"].astype(str).unique())
+        end = pd.to_datetime(scored["timestamp"], utc=True).max()
         panel = read_panel(
             data.sqlite_path,
             symbols,
@@ -98,13 +150,15 @@ def walkforward_from_files(
         )
     tester = WalkForwardBacktester.from_config(evaluation)
     result = tester.run(
-        frame,
+        scored,
         panel=panel,
         config=evaluation,
         regime_column=evaluation.regime_column,
         bootstrap=bootstrap,
         seed=seed,
         on_step=on_step,
+        score_from=score_from,
+        sample=sample,
     )
     if breaches is not None:
         attach_breaches(result, breaches)

@@ -29,6 +29,7 @@ import torch
 
 from ..config import Config, GuardrailsConfig, ModelConfig, load_config
 from ..evaluation.guardrails import apply_guardrails, sectors_from_assets
+from ..evaluation.sample import METADATA_KEY, SAMPLE_COLUMN, label_samples, sample_bounds
 from ..features.compute import compute_features
 from ..models import HeadOutput, TradingModel, build_model
 from ..training import CheckpointError, MarketDataModule
@@ -169,6 +170,11 @@ class Agent:
         return list(self.model_info["feature_columns"])
 
     @property
+    def sample_bounds(self) -> dict[str, Any]:
+        """The run's split bounds: which bars it trained, validated and tested on."""
+        return sample_bounds(self.model_info)
+
+    @property
     def window(self) -> int:
         """Bars W each prediction reads (rows t-W+1 .. t)."""
         return int(self.model_info["window"])
@@ -240,7 +246,10 @@ class Agent:
         simple return t → t+1), ``prob_down/prob_flat/prob_up`` and ``q05/q50/q95``-style
         quantile columns (first forecast step) when the head has them, ``realised_return``
         (simple close-to-close return t → t+1 on the symbol's own bars; NaN on its last
-        bar) and ``benchmark_return`` (see :func:`~.benchmark.benchmark_returns`).
+        bar), ``benchmark_return`` (see :func:`~.benchmark.benchmark_returns`) and
+        ``sample`` — ``train``/``val``/``test``/``unseen``, the run's split each bar belongs
+        to (:func:`~market_nn_plus_ultra.evaluation.sample.label_samples`); the split
+        bounds are in ``frame.attrs`` (kept by ``to_parquet``).
         ``on_batch(done, total)`` is called after each batch (progress bars).
         ``guardrails``: limits applied to the positions (exposure, turnover, tail risk,
         drawdown, sector caps; causal); the breaches land in :attr:`breaches`.
@@ -275,10 +284,13 @@ class Agent:
         )
         db_path = Path(db) if db is not None else self.config.data.sqlite_path
         frame["benchmark_return"] = benchmark_returns(frame, db_path, benchmark)
+        bounds = self.sample_bounds
+        frame[SAMPLE_COLUMN] = label_samples(frame["timestamp"], bounds)
         frame = frame.sort_values(["timestamp", "symbol"], ignore_index=True)
         self.breaches = None
         if guardrails is not None:
             frame, self.breaches = _guard(frame, guardrails, db_path)
+        frame.attrs[METADATA_KEY] = {**bounds, "run": str(self.checkpoint)}
         return frame
 
     def _run(

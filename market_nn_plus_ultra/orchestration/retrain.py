@@ -35,6 +35,7 @@ import pandas as pd
 
 from ..config import Config
 from ..evaluation.baselines import TimeSplit
+from ..evaluation.sample import select_sample
 from ..evaluation.walkforward import WalkForwardBacktester, WalkForwardResult
 from ..evaluation.walkforward_io import attach_breaches, guard_predictions
 from ..features.compute import compute_features
@@ -256,6 +257,7 @@ def walkforward_retrain(
     if guardrails:
         stitched, breaches = guard_predictions(stitched, cfg.guardrails, cfg.data)
     ohlcv = panel[[c for c in _OHLCV if c in panel.columns]]
+    _, sample = select_sample(stitched)  # each fold predicts bars after its own data
     tester = WalkForwardBacktester.from_config(cfg.evaluation)
     result = tester.run(
         stitched,
@@ -266,6 +268,7 @@ def walkforward_retrain(
         seed=cfg.seed,
         on_step=on_step,
         splits=[fold.time_split() for fold in folds],
+        sample=sample,
     )
     if breaches is not None:
         attach_breaches(result, breaches)

@@ -140,3 +140,59 @@ def test_clear_errors(tmp_path, predictions):
     )
     assert cap.exit_code == 0, cap.output  # dollar_volume is in the file
     assert json.loads(cap_out.read_text())["n_periods"] == 89
+
+
+def test_only_out_of_sample_bars_are_scored_by_default(tmp_path, predictions):
+    labelled = predictions.assign(sample="train")
+    held_out = labelled["timestamp"] >= labelled["timestamp"].unique()[60]
+    labelled.loc[held_out, "sample"] = "test"
+    path = tmp_path / "labelled.parquet"
+    labelled.to_parquet(path)
+    out = tmp_path / "m.json"
+    result = _invoke("-p", str(path), "-o", str(out), "--cost-bps", "5")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    expected = backtest(labelled[held_out], cost_bps=5).metrics
+    assert metrics["sharpe"] == pytest.approx(expected["sharpe"], rel=1e-12)
+    assert metrics["n_periods"] == expected["n_periods"] == 29
+    assert metrics["sample"]["scored"] == "out_of_sample" and metrics["sample"]["n_left_out"] == 60
+    assert "out of sample 2024-03-26 .. 2024-05-06, 30 bars; 60 in-sample bars left out" in (
+        result.text
+    )
+    everything = _invoke("-p", str(path), "-o", str(out), "--include-in-sample")
+    assert everything.exit_code == 0 and "includes in-sample bars" in everything.text
+    assert json.loads(out.read_text())["n_periods"] == 89
+    # a user's own file without the column is scored as given, with a notice
+    predictions.to_parquet(tmp_path / "own.parquet")
+    plain = _invoke("-p", str(tmp_path / "own.parquet"), "-o", str(out))
+    assert plain.exit_code == 0 and "scored as given" in plain.text
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f.assign(position=f["position"].where(f.index != 5, 3.0)), "outside [-1, 1]"),
+        (lambda f: f.assign(position=f["position"].where(f.index != 5, -7.5)), "(-7.5)"),
+        (lambda f: f.assign(position=f["position"].where(f.index != 5, np.inf)), "infinite"),
+        (lambda f: pd.concat([f, f.iloc[[5]]]).sort_values(["timestamp"]), "duplicated"),
+        (lambda f: f.iloc[::-1], "not sorted"),
+    ],
+)
+def test_contract_breaches_are_refused(tmp_path, predictions, edit, message):
+    path = tmp_path / "bad.parquet"
+    edit(predictions).to_parquet(path)
+    result = _invoke("-p", str(path), "-o", str(tmp_path / "m.json"))
+    assert result.exit_code == 2 and message in result.text and "Traceback" not in result.text
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_clip_positions_on_request(tmp_path, predictions):
+    path = tmp_path / "big.parquet"
+    predictions.assign(position=predictions["position"] * 3).to_parquet(path)
+    out = tmp_path / "m.json"
+    result = _invoke("-p", str(path), "-o", str(out), "--clip-positions", "--cost-bps", "0")
+    assert result.exit_code == 0, result.output
+    clipped = predictions.assign(position=(predictions["position"] * 3).clip(-1, 1))
+    assert json.loads(out.read_text())["sharpe"] == pytest.approx(
+        backtest(clipped).metrics["sharpe"]
+    )

@@ -42,8 +42,14 @@ def test_predict_writes_predictions_and_metrics(run, tmp_path):
     assert len(merged) == len(tested)
     np.testing.assert_allclose(merged["position"], merged["position_run"], atol=1e-6)
     written = json.loads(metrics.read_text())
-    expected = backtest(frame, cost_bps=10.0).metrics
-    assert written["n_periods"] == expected["n_periods"] > 100
+    # only the bars the run never trained or validated on are scored, and it says so
+    assert set(frame["sample"]) == {"train", "val", "test"}
+    held_out = frame[frame["sample"] == "test"]
+    assert held_out["timestamp"].min() > frame.loc[frame["sample"] == "val", "timestamp"].max()
+    expected = backtest(held_out, cost_bps=10.0).metrics
+    assert written["n_periods"] == expected["n_periods"] > 20
+    assert written["sample"].startswith("out of sample")
+    assert _has(invoked.output, f"{held_out['timestamp'].min():%Y-%m-%d}")
     assert written["sharpe"] == pytest.approx(expected["sharpe"], rel=1e-9)
     assert written["total_return"] == pytest.approx(expected["total_return"], rel=1e-9)
     assert _has(invoked.output, "sharpe") and _has(invoked.output, str(output))
@@ -60,6 +66,11 @@ def test_predict_csv_markdown_range_and_no_eval(run, tmp_path):
     invoked = CliRunner().invoke(app, [*args, "-o", str(output), "--metrics-output", str(table)])
     assert invoked.exit_code == 0, invoked.output
     frame = pd.read_csv(output, parse_dates=["timestamp"])
+    if not frame["sample"].isin(["test", "unseen"]).any():  # a month of training bars
+        assert _has(invoked.output, "trained or validated on") and not table.exists()
+        flag = ["--include-in-sample", "-o", str(output), "--metrics-output", str(table)]
+        invoked = CliRunner().invoke(app, [*args, *flag])
+        assert invoked.exit_code == 0 and _has(invoked.output, "includes in-sample bars")
     assert set(frame["symbol"]) == {"AAA"}
     assert frame["timestamp"].min() >= pd.Timestamp("2019-06-01", tz="UTC")
     assert frame["timestamp"].max() <= pd.Timestamp("2019-06-30", tz="UTC")
@@ -79,7 +90,8 @@ def test_predict_metrics_csv(run, tmp_path):
     args += ["--set", "evaluation.cost_bps=0"]
     assert CliRunner().invoke(app, args).exit_code == 0
     table = pd.read_csv(metrics).set_index("metric")["value"]
-    assert table["cost_bps"] == 0.0 and table["n_periods"] > 100
+    assert float(table["cost_bps"]) == 0.0 and float(table["n_periods"]) > 20
+    assert table["sample"].startswith("out of sample")
 
 
 def test_predict_clean_errors(run, tmp_path):

@@ -131,7 +131,7 @@ def test_walkforward_errors_are_one_clean_line(files, tmp_path):
     pd.read_parquet(preds).drop(columns="position").to_parquet(bad)
     runner = CliRunner()
     for args, message in (
-        (["-p", str(bad)], "missing column"),
+        (["-p", str(bad)], "no column 'position'"),
         (["-p", str(tmp_path / "none.parquet")], "does not exist"),
         (["-p", str(preds), "--baselines", "momentun"], "Input should be 'buy_and_hold'"),
         (["-p", str(preds), "--train-window", "1000"], "too few"),
