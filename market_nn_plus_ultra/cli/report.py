@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-import difflib
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ._common import ConfigOption, SetOption, console, load, user_errors, wrote
-
-if TYPE_CHECKING:
-    import pandas as pd
+from ._common import (
+    ConfigOption,
+    IncludeInSampleOption,
+    SetOption,
+    console,
+    load,
+    user_errors,
+    wrote,
+)
 
 # Library modules are imported inside the command so `plus-ultra --help` stays fast.
-
-
-def _read_frame(path: Path, what: str) -> pd.DataFrame:
-    from ..evaluation.walkforward_io import read_frame
-
-    return read_frame(path, what)
-
-
-def _summary(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    if not path.exists():
-        raise FileNotFoundError(f"summary file {path} does not exist.")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"summary file {path} is not valid JSON: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"summary file {path}: expected a JSON object (the walk-forward summary).")
-    return raw
-
-
-def _column(frame: pd.DataFrame, name: str, option: str) -> None:
-    if name not in frame.columns:
-        guess = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=1)
-        hint = f" Did you mean {guess[0]!r}?" if guess else ""
-        raise ValueError(
-            f"predictions: no column {name!r} for {option}.{hint} "
-            f"Columns present: {list(frame.columns)}."
-        )
 
 
 def report(
@@ -82,7 +55,9 @@ def report(
     cost_bps: Annotated[
         float | None,
         typer.Option(
-            "--cost-bps", min=0, help="Cost per unit traded, bps (default: evaluation.cost_bps)."
+            "--cost-bps",
+            min=0,
+            help="Cost per unit traded, bps (default: the summary's, else evaluation.cost_bps).",
         ),
     ] = None,
     rolling_window: Annotated[
@@ -92,6 +67,7 @@ def report(
     log_scale: Annotated[
         bool, typer.Option("--log-scale", help="Start the equity chart on a log axis.")
     ] = False,
+    include_in_sample: IncludeInSampleOption = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -100,44 +76,35 @@ def report(
     return distribution, regimes, trades, guardrails, walk-forward splits, provenance and
     the run config. Writes OUTPUT (.html, self-contained) and the .md beside it.
 
-    Example: plus-ultra report -p outputs/predictions.parquet -o reports/latest.html"""
-    import pandas as pd
+    Every number comes from the walk-forward's out-of-sample test bars (the summary's
+    sample); --include-in-sample also scores bars the model trained or was validated on,
+    and the report's title then says so.
 
+    Example: plus-ultra report -p outputs/predictions.parquet -o reports/latest.html"""
     from ..config import config_to_dict
-    from ..evaluation.report import build_report_data, split_summary, write_report
+    from ..evaluation.report import write_report
+    from ..evaluation.report_files import report_data_from_files
 
     with user_errors():
         cfg = load(config, overrides)
-        frame = _read_frame(predictions, "predictions")
-        if benchmark_column != "benchmark_return":
-            _column(frame, benchmark_column, "--benchmark-column")
-        regimes = None
-        if regime_column is not None:
-            _column(frame, regime_column, "--regime-column")
-            stamps = pd.to_datetime(frame["timestamp"], utc=True)
-            regimes = frame[regime_column].groupby(stamps).first()
-        per_split = _read_frame(walkforward, "walk-forward") if walkforward else None
-        wf_summary, intervals, p_beat = split_summary(_summary(summary))
-        provenance: dict[str, Any] = {"predictions file": str(predictions)}
-        if cfg.data.sqlite_path and Path(cfg.data.sqlite_path).exists():
-            provenance["database"] = str(cfg.data.sqlite_path)
-        cost = cfg.evaluation.cost_bps if cost_bps is None else cost_bps
-        data = build_report_data(
-            frame,
-            cost_bps=cost,
-            walkforward=per_split,
-            walkforward_summary=wf_summary or None,
-            intervals=intervals,
-            p_beat=p_beat,
-            regimes=regimes,
-            provenance=provenance,
-            config=config_to_dict(cfg),
+        data = report_data_from_files(
+            predictions,
+            evaluation=cfg.evaluation,
+            data=cfg.data,
+            guardrails=cfg.guardrails,
+            walkforward=walkforward,
+            summary=summary,
+            cost_bps=cost_bps,
             benchmark_column=benchmark_column,
+            regime_column=regime_column,
+            seed=cfg.seed,
+            config=config_to_dict(cfg),
+            include_in_sample=include_in_sample,
         )
-        console.print(
-            f"reporting {data.model.metrics['n_periods']:,} periods at {cost:g} bps",
-            highlight=False,
-        )
+        sample = data.sample.describe() if data.sample else "the predictions"
+        console.print(f"reporting {sample} at {data.cost_bps:g} bps", highlight=False)
+        for name, why in data.missing_series.items():
+            console.print(f"[yellow]not in the charts[/] {name}: {why}", highlight=False)
         paths = write_report(data, output, rolling_window=rolling_window, log_scale=log_scale)
     wrote("HTML report", paths.html)
     wrote("Markdown report", paths.markdown)

@@ -22,12 +22,23 @@ import pandas as pd
 
 from .backtest import BacktestResult, backtest, require_columns
 from .metrics import compute_metrics
+from .report_sample import (
+    ReportSample,
+    check_summary_cost,
+    sample_from_predictions,
+    sample_from_summary,
+    splits_from_per_split,
+    summary_headline,
+    summary_regimes,
+    test_rows,
+)
 
 __all__ = [
     "BENCHMARK_NAME",
     "MODEL_NAME",
     "ReportData",
     "ReportPaths",
+    "ReportSample",
     "build_report_data",
     "flatten_summary",
     "split_summary",
@@ -50,6 +61,15 @@ class ReportData:
     → P(model Sharpe > baseline Sharpe). ``breaches``: columns ``timestamp, symbol,
     rule, before, after, detail``. ``regimes``: a label per timestamp. ``positions``:
     the model's ``timestamp, symbol, position`` rows (for trade analytics).
+
+    ``sample``: the bars every number covers. ``headline``: strategy → the
+    walk-forward's stitched metrics (same bars as the intervals), when a summary was
+    given. ``sharpe_difference``: baseline → ``estimate, low, high, p_value,
+    p_adjusted, significant, n`` of model minus baseline Sharpe (paired bootstrap).
+    ``regime_metrics``: columns ``labeller, regime, strategy`` and metric keys;
+    ``regime_note``: why there are no regime labels. ``missing_series``: strategy →
+    why it is in the headline but not in the charts. ``warnings``: sentences the
+    headline must carry (e.g. a summary that the predictions do not reproduce).
     """
 
     model: BacktestResult
@@ -67,6 +87,13 @@ class ReportData:
     cost_bps: float = 0.0
     periods_per_year: float = 252.0
     title: str = "Market NN Plus Ultra — backtest report"
+    sample: ReportSample | None = None
+    headline: dict[str, dict[str, float]] | None = None
+    sharpe_difference: dict[str, dict[str, Any]] | None = None
+    regime_metrics: pd.DataFrame | None = None
+    regime_note: str | None = None
+    missing_series: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def strategies(self) -> dict[str, pd.Series]:
         """Net returns per strategy (model first, then baselines, then the benchmark)."""
@@ -77,9 +104,13 @@ class ReportData:
         return out
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        """The metrics JSON per strategy (the benchmark's is gross, with no turnover)."""
-        out = {MODEL_NAME: self.model.metrics}
-        out.update({name: result.metrics for name, result in self.baselines.items()})
+        """The metrics JSON per strategy (the benchmark's is gross, with no turnover).
+
+        With a walk-forward summary, its stitched metrics of every strategy it ran come
+        first (the bars its intervals were drawn from); baselines it did not run follow.
+        """
+        out = dict(self.headline) if self.headline else {MODEL_NAME: self.model.metrics}
+        out.update({name: r.metrics for name, r in self.baselines.items() if name not in out})
         if self.benchmark is not None:
             bench = self.benchmark.dropna()
             out[BENCHMARK_NAME] = compute_metrics(
@@ -161,6 +192,10 @@ def build_report_data(
     config: Mapping[str, Any] | None = None,
     benchmark_column: str = "benchmark_return",
     periods_per_year: float | None = None,
+    regime_metrics: pd.DataFrame | None = None,
+    regime_note: str | None = None,
+    missing_series: Mapping[str, str] | None = None,
+    scored_sample: Mapping[str, Any] | None = None,
 ) -> ReportData:
     """Backtest the predictions and gather every section's inputs.
 
@@ -169,8 +204,26 @@ def build_report_data(
     position traded, in basis points, applied to the model and the inline baseline.
     Without ``baselines`` a buy-and-hold of the same symbols is computed here, so a
     report never shows the model alone.
+
+    With a ``walkforward_summary`` that holds stitched metrics (``plus-ultra
+    walkforward`` writes them), every number comes from the walk-forward's test bars:
+    the predictions are cut to the folds' test windows (``walkforward``'s
+    ``test_start``/``test_end``, else ``oos_start .. oos_end``), the headline shows the
+    summary's stitched metrics of every strategy it ran with the bootstrap intervals of
+    the same bars, and ``cost_bps`` must equal the summary's. ``baselines`` should then
+    be the walk-forward's per-bar backtests (see
+    :func:`~.report_sample.walkforward_backtests`); a strategy of the summary without
+    one is named in ``missing_series`` (with why) instead of the charts.
+    ``scored_sample``: which rows of the file were kept (``scored``, ``start``, ``end``,
+    ``n_bars``, ``n_left_out``, ``notice``, as the summary's ``sample`` block), for a
+    report without a summary.
     """
     frame = _long(predictions)
+    summary = dict(walkforward_summary or {})
+    walked = sample_from_summary(summary) is not None
+    if walked:
+        check_summary_cost(summary, cost_bps)
+        frame = test_rows(frame, splits_from_per_split(walkforward), summary)
     model = backtest(
         frame,
         cost_bps=cost_bps,
@@ -181,6 +234,8 @@ def build_report_data(
     valid_index = model.returns.dropna().index
     if baselines:
         chosen = dict(baselines)
+    elif walked:
+        chosen = {}
     else:
         chosen = {"buy_and_hold": _buy_and_hold(frame, cost_bps, ppy)}
     if MODEL_NAME in chosen or BENCHMARK_NAME in chosen:
@@ -199,6 +254,22 @@ def build_report_data(
         }
     }
     info.update(dict(provenance or {}))
+    headline, warnings, sample = (
+        None,
+        [],
+        sample_from_predictions(frame, valid_index, scored_sample),
+    )
+    missing = dict(missing_series or {})
+    if walked:
+        headline, warnings = summary_headline(summary, model, chosen)
+        sample = sample_from_summary(summary, valid_index)
+        for name in headline:
+            if name != MODEL_NAME and name not in chosen:
+                missing.setdefault(name, "no per-bar returns were passed to the report")
+    boot = summary.get("bootstrap") if isinstance(summary.get("bootstrap"), Mapping) else {}
+    difference = boot.get("sharpe_difference")
+    if regime_metrics is None and walked:
+        regime_metrics = summary_regimes(summary)
     return ReportData(
         model=model,
         baselines=chosen,
@@ -214,6 +285,14 @@ def build_report_data(
         positions=frame[["timestamp", "symbol", "position"]].reset_index(drop=True),
         cost_bps=float(cost_bps),
         periods_per_year=ppy,
+        title=ReportData.title + sample.title_suffix(),
+        sample=sample,
+        headline=headline,
+        sharpe_difference=dict(difference) if isinstance(difference, Mapping) else None,
+        regime_metrics=None if regime_metrics is None else regime_metrics.reset_index(drop=True),
+        regime_note=regime_note,
+        missing_series=missing,
+        warnings=warnings,
     )
 
 
@@ -246,7 +325,10 @@ def split_summary(
                 }
             )
         p_beat = p_beat or boot.get("prob_model_sharpe_exceeds")
-        summary["bootstrap"] = {k: v for k, v in boot.items() if not isinstance(v, Mapping)}
+        # The paired Sharpe differences stay: build_report_data reads them from here.
+        summary["bootstrap"] = {
+            k: v for k, v in boot.items() if not isinstance(v, Mapping) or k == "sharpe_difference"
+        }
     intervals = (
         pd.DataFrame(rows).astype({"low": float, "point": float, "high": float}) if rows else None
     )

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHARTS",
+    "LINE_CHARTS",
     "MONTHS",
     "chart_divs",
     "colours",
@@ -39,6 +40,8 @@ CHARTS = (
     ("monthly", "Monthly returns (model)"),
     ("distribution", "Return distribution (model)"),
 )
+#: Charts with one line per strategy (the others show the model alone).
+LINE_CHARTS = ("equity", "drawdown", "rolling_sharpe")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MODEL_COLOUR = "#1f4e9c"
 _OTHER_COLOURS = ("#e07b39", "#3a9a5b", "#8e5ab5", "#c94f6d", "#7f7f7f", "#b8a22d")

@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .report_charts import CHARTS, chart_divs
+from .report_charts import CHARTS, LINE_CHARTS, chart_divs
+from .report_notes import honest_notes, sample_caption
 from .report_tables import (
     breach_tables,
+    comparison_table,
     config_text,
     headline_table,
-    honest_notes,
     interval_table,
     provenance_items,
+    regime_metrics_table,
     regime_table,
     trade_table,
     walkforward_table,
@@ -54,6 +56,8 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
 h2 { font-size: 1.2rem; border-bottom: 2px solid #e3e7ef; padding-bottom: 4px; margin-top: 2rem; }
 .sub { color: #5b6475; margin-top: 0; }
 nav a { margin-right: 12px; font-size: 0.85rem; color: #1f4e9c; text-decoration: none; }
+/* Wide tables scroll sideways inside their box instead of losing columns. */
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 8px 0; }
 th, td { border-bottom: 1px solid #e3e7ef; padding: 4px 10px; text-align: right; }
 td { white-space: nowrap; }
@@ -74,11 +78,14 @@ dd { margin: 0; }
 <body>
 <h1>{{ title }}</h1>
 <p class="sub">Generated {{ generated }} · {{ strategies|join(", ") }}</p>
+<p class="sub" id="sample">{{ caption }}</p>
 <nav>{% for id, heading in sections %}<a href="#{{ id }}">{{ heading }}</a>{% endfor %}</nav>
 
 <section id="headline"><h2>Headline metrics</h2>
 {% for level, text in notes %}<div class="note {{ level }}">{{ text }}</div>{% endfor %}
 {{ headline }}
+{% if comparison %}<h3>The model against each baseline (same bars)</h3>
+{{ comparison }}{% endif %}
 {% if intervals %}<p class="muted">Bootstrap intervals as computed (stationary bootstrap):</p>
 {{ intervals }}{% endif %}
 </section>
@@ -87,18 +94,20 @@ dd { margin: 0; }
 <section id="{{ id }}"><h2>{{ heading }}</h2>
 {% if id == "equity" %}<p class="muted">Use the Linear/Log buttons to switch the scale.</p>{% endif %}
 {% if id == "rolling_sharpe" %}<p class="muted">Window: {{ window }} bars.</p>{% endif %}
+<p class="muted">{{ caption }}{% if id in line_charts and missing %} Not drawn: {{ missing }}.{% endif %}</p>
 {{ divs[id] }}
 </section>
 {% endfor %}
 
 <section id="regimes"><h2>Regime attribution</h2>
-{% if regimes %}{{ regimes }}{% else %}<p class="muted">No regime labels were supplied.</p>{% endif %}
+{% if regime_metrics or regimes %}<p class="muted">{{ caption }}</p>{{ regime_metrics }}{{ regimes }}
+{% else %}<p class="muted">{{ regime_note }}</p>{% endif %}
 </section>
 
 <section id="trades"><h2>Trade analytics</h2>
 <p class="muted">Turnover is the mean |Δposition| per bar; cost paid is the sum of costs as a
 fraction of capital at {{ cost_bps }} bps per unit traded; hit rate counts bars with a
-non-zero net return.</p>
+non-zero net return. {{ caption }}</p>
 {{ trades }}
 </section>
 
@@ -132,7 +141,8 @@ def table_html(frame: pd.DataFrame | None) -> str:
     if frame is None or frame.empty:
         return ""
     html = frame.to_html(index=False, escape=True, border=0, na_rep="—")
-    return html.replace("<tr>\n      <td>model</td>", '<tr class="model">\n      <td>model</td>')
+    html = html.replace("<tr>\n      <td>model</td>", '<tr class="model">\n      <td>model</td>')
+    return f'<div class="scroll">{html}</div>'
 
 
 def render_html(
@@ -165,10 +175,16 @@ def render_html(
         plotly_js=Markup(get_plotlyjs()),
         notes=honest_notes(data),
         headline=Markup(table_html(headline_table(data))),
+        comparison=Markup(table_html(comparison_table(data))),
+        caption=sample_caption(data),
+        line_charts=LINE_CHARTS,
+        missing=", ".join(f"{k} ({v})" for k, v in data.missing_series.items()),
         intervals=Markup(table_html(interval_table(data))),
         divs={k: Markup(v) for k, v in divs.items()},
         window=resolve_window(data, rolling_window),
         regimes=Markup(table_html(regime_table(data))),
+        regime_metrics=Markup(table_html(regime_metrics_table(data))),
+        regime_note=data.regime_note or "No regime labels were supplied.",
         trades=Markup(table_html(trade_table(data))),
         cost_bps=f"{data.cost_bps:g}",
         breach_rules=Markup(table_html(by_rule)),

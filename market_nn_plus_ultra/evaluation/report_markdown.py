@@ -11,6 +11,7 @@ import pandas as pd
 from .report import flatten_summary
 from .report_charts import (
     CHARTS,
+    LINE_CHARTS,
     MONTHS,
     colours,
     drawdowns,
@@ -20,14 +21,16 @@ from .report_charts import (
     return_distribution,
     rolling_sharpe,
 )
+from .report_notes import honest_notes, sample_caption
 from .report_tables import (
     breach_tables,
+    comparison_table,
     config_text,
     fmt_value,
     headline_table,
-    honest_notes,
     interval_table,
     provenance_items,
+    regime_metrics_table,
     regime_table,
     trade_table,
     walkforward_table,
@@ -150,32 +153,43 @@ def render_markdown(
     """The report as Markdown; the PNGs go to ``images`` and are linked relatively."""
     paths = write_pngs(data, images, rolling_window=rolling_window, log_scale=log_scale)
     window = resolve_window(data, rolling_window)
+    caption = sample_caption(data)
     lines = [f"# {data.title}", "", f"Strategies: {', '.join(data.strategies())}", ""]
+    lines += [caption, ""]
     lines += ["## Headline metrics", ""]
     lines += [
         f"> {'**Warning:** ' if level == 'warn' else ''}{text}\n"
         for level, text in honest_notes(data)
     ]
     lines += [markdown_table(headline_table(data)), ""]
+    comparison = comparison_table(data)
+    if comparison is not None:
+        lines += ["### The model against each baseline (same bars)", ""]
+        lines += [markdown_table(comparison), ""]
     intervals = interval_table(data)
     if intervals is not None:
         lines += ["Bootstrap intervals (stationary bootstrap):", "", markdown_table(intervals), ""]
-    notes = {"equity": "", "rolling_sharpe": f"Window: {window} bars."}
+    notes = {"rolling_sharpe": f"Window: {window} bars. "}
+    missing = ", ".join(f"{k} ({v})" for k, v in data.missing_series.items())
     for key, heading in CHARTS:
         link = f"{images.name}/{paths[key].name}"
-        note = [notes[key], ""] if notes.get(key) else []
-        lines += [f"## {heading}", "", *note, f"![{heading}]({link})", ""]
-    regimes = regime_table(data)
+        note = notes.get(key, "") + caption
+        if key in LINE_CHARTS and missing:
+            note += f" Not drawn: {missing}."
+        lines += [f"## {heading}", "", note, "", f"![{heading}]({link})", ""]
+    tables = [t for t in (regime_metrics_table(data), regime_table(data)) if t is not None]
     lines += ["## Regime attribution", ""]
-    lines += [
-        markdown_table(regimes) if regimes is not None else "_No regime labels were supplied._",
-        "",
-    ]
+    if tables:
+        lines += [caption, ""]
+        for table in tables:
+            lines += [markdown_table(table), ""]
+    else:
+        lines += [f"_{data.regime_note or 'No regime labels were supplied.'}_", ""]
     lines += [
         "## Trade analytics",
         "",
         f"Turnover is the mean |Δposition| per bar; cost paid is the sum of costs as a fraction "
-        f"of capital at {data.cost_bps:g} bps per unit traded.",
+        f"of capital at {data.cost_bps:g} bps per unit traded. {caption}",
         "",
         markdown_table(trade_table(data)),
         "",

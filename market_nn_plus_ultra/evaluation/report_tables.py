@@ -22,12 +22,15 @@ if TYPE_CHECKING:
 __all__ = [
     "HEADLINE_METRICS",
     "breach_tables",
+    "comparison_table",
     "config_text",
     "fmt_value",
     "headline_table",
-    "honest_notes",
+    "interval_mismatches",
     "interval_table",
+    "n_bars",
     "provenance_items",
+    "regime_metrics_table",
     "regime_table",
     "sample_years",
     "trade_table",
@@ -49,7 +52,6 @@ HEADLINE_METRICS = (
     ("n_periods", "Periods", "int"),
 )
 _FORMATS = {key: kind for key, _, kind in HEADLINE_METRICS}
-_SMALL_PERIODS = 100
 
 
 def fmt_value(value: Any, kind: str = "auto") -> str:
@@ -80,22 +82,60 @@ def fmt_value(value: Any, kind: str = "auto") -> str:
     return str(value)
 
 
+def n_bars(data: ReportData) -> int:
+    """Bars behind the headline (the sample's, else the model backtest's)."""
+    return int(data.sample.n_bars if data.sample else data.model.metrics["n_periods"])
+
+
 def sample_years(data: ReportData) -> float:
-    """Length of the model's sample in years (periods / periods per year)."""
-    return float(data.model.metrics["n_periods"]) / data.periods_per_year
+    """Length of the headline's sample in years (bars / periods per year)."""
+    return n_bars(data) / data.periods_per_year
+
+
+def _same(point: Any, value: Any) -> bool:
+    """True when an interval's point estimate is the headline's value (same bars)."""
+    try:
+        a, b = float(point), float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def interval_mismatches(data: ReportData) -> list[str]:
+    """Intervals whose point estimate is not the headline's value: drawn on other bars."""
+    if data.intervals is None or data.intervals.empty:
+        return []
+    metrics = data.metrics()
+    out = []
+    for row in data.intervals.to_dict("records"):
+        name, metric = str(row["strategy"]).lower(), str(row["metric"])
+        if name not in metrics or metric not in metrics[name]:
+            continue
+        value = metrics[name][metric]
+        if not _same(row["point"], value):
+            kind = _FORMATS.get(metric, "auto")
+            out.append(
+                f"The {metric} interval of {name} was drawn on other bars (its estimate "
+                f"{fmt_value(row['point'], kind)}, {fmt_value(value, kind)} here): it is not "
+                "attached to the headline — pass the walk-forward summary's strategies with "
+                "its intervals."
+            )
+    return out
 
 
 def _interval_cells(data: ReportData) -> dict[tuple[str, str], str]:
+    """Interval text per (strategy, metric), only where its point is the headline's value."""
     if data.intervals is None or data.intervals.empty:
         return {}
-    iv = data.intervals
-    kinds = iv["metric"].map(_FORMATS).fillna("auto")
-    text = [
-        f" [{fmt_value(lo, k)}, {fmt_value(hi, k)}]"
-        for lo, hi, k in zip(iv["low"], iv["high"], kinds, strict=True)
-    ]
-    keys = zip(iv["strategy"].astype(str).str.lower(), iv["metric"].astype(str), strict=True)
-    return dict(zip(keys, text, strict=True))
+    metrics = data.metrics()
+    cells = {}
+    for row in data.intervals.to_dict("records"):
+        name, metric = str(row["strategy"]).lower(), str(row["metric"])
+        if not _same(row["point"], metrics.get(name, {}).get(metric)):
+            continue
+        kind = _FORMATS.get(metric, "auto")
+        cells[(name, metric)] = f" [{fmt_value(row['low'], kind)}, {fmt_value(row['high'], kind)}]"
+    return cells
 
 
 def headline_table(data: ReportData) -> pd.DataFrame:
@@ -112,6 +152,80 @@ def headline_table(data: ReportData) -> pd.DataFrame:
     )
     table.index.name = "Strategy"
     return table.reset_index()
+
+
+def _bracket(low: Any, high: Any) -> str:
+    if low is None and high is None:
+        return "—"
+    return f"[{fmt_value(low, 'ratio')}, {fmt_value(high, 'ratio')}]"
+
+
+def _difference_cells(diff: dict[str, Any] | None) -> list[str]:
+    if not diff:
+        return ["—"] * 5
+    significant = diff.get("significant")
+    return [
+        _bracket(diff.get("low"), diff.get("high")),
+        _bracket(diff.get("low_adjusted"), diff.get("high_adjusted")),
+        fmt_value(diff.get("p_value"), "ratio"),
+        fmt_value(diff.get("p_adjusted"), "ratio"),
+        "—" if significant is None else ("yes" if significant else "no"),
+    ]
+
+
+def comparison_table(data: ReportData) -> pd.DataFrame | None:
+    """The model against each baseline on the same bars: Sharpe difference and P(beat).
+
+    ``Sharpe − model``: the model's Sharpe minus the baseline's (the paired bootstrap's
+    estimate when the summary has one, else the difference of the headline Sharpes);
+    interval (and its Holm-adjusted widening when the summary has one), raw and
+    Holm-adjusted p-values and significance from ``data.sharpe_difference`` when given,
+    '—' otherwise.
+    """
+    metrics = data.metrics()
+    # The benchmark is gross and was never part of the walk-forward's paired tests.
+    names = [n for n in metrics if n not in ("model", "benchmark")]
+    if not names:
+        return None
+    model_sharpe = float(metrics["model"].get("sharpe", math.nan))
+    level = next((d.get("level") for d in (data.sharpe_difference or {}).values()), None)
+    if level is None and data.intervals is not None and not data.intervals.empty:
+        level = float(data.intervals["level"].iloc[0])
+    band = f"{100 * level:.0f}% interval" if level else "Interval"
+    rows = []
+    for name in names:
+        diff = (data.sharpe_difference or {}).get(name)
+        point = diff.get("estimate") if diff else None
+        if point is None:
+            point = model_sharpe - float(metrics[name].get("sharpe", math.nan))
+        n = (diff or {}).get("n", metrics[name].get("n_periods"))
+        beat = (data.p_beat or {}).get(name)
+        rows.append(
+            [
+                name,
+                fmt_value(metrics[name].get("sharpe"), "ratio"),
+                fmt_value(point, "ratio"),
+                *_difference_cells(diff),
+                "—" if beat is None else f"{beat:.2f}",
+                fmt_value(n, "int"),
+            ]
+        )
+    columns = [
+        "Baseline",
+        "Sharpe",
+        "Model − baseline Sharpe",
+        band,
+        "Holm-adjusted interval",
+        "p",
+        "p (Holm)",
+        "Significant",
+        "P(model Sharpe > baseline)",
+        "Bars",
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    if (table["Holm-adjusted interval"] == "—").all():  # older summaries: no such interval
+        table = table.drop(columns="Holm-adjusted interval")
+    return table
 
 
 def interval_table(data: ReportData) -> pd.DataFrame | None:
@@ -213,6 +327,28 @@ def regime_table(data: ReportData) -> pd.DataFrame | None:
     return shown.reset_index()
 
 
+def regime_metrics_table(data: ReportData) -> pd.DataFrame | None:
+    """Per labeller, regime and strategy: bars, share of bars, return, Sharpe, drawdown."""
+    frame = data.regime_metrics
+    if frame is None or frame.empty:
+        return None
+    bars = frame["n_periods"].astype(float)
+    totals = bars.groupby([frame["labeller"], frame["strategy"]]).transform("sum")
+    return pd.DataFrame(
+        {
+            "Labeller": frame["labeller"].astype(str),
+            "Regime": frame["regime"].astype(str),
+            "Strategy": frame["strategy"].astype(str),
+            "Bars": [fmt_value(v, "int") for v in bars],
+            "Share of bars": [fmt_value(v, "pct") for v in bars / totals],
+            "Total return": [fmt_value(v, "pct") for v in frame["total_return"]],
+            "Sharpe": [fmt_value(v, "ratio") for v in frame["sharpe"]],
+            "Max drawdown": [fmt_value(v, "pct") for v in frame["max_drawdown"]],
+            "Hit rate": [fmt_value(v, "pct") for v in frame["hit_rate"]],
+        }
+    )
+
+
 def breach_tables(data: ReportData, limit: int = 20) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(count per rule, the first ``limit`` breaches, how many were left out)."""
     breaches = data.breaches
@@ -256,52 +392,3 @@ def config_text(data: ReportData) -> str:
         return "# no configuration was recorded with these predictions"
     plain = json.loads(json.dumps(data.config, default=str))
     return yaml.safe_dump(plain, sort_keys=False, allow_unicode=True).rstrip()
-
-
-def honest_notes(data: ReportData) -> list[tuple[str, str]]:
-    """(level, sentence) notes every report states: costs, sample size, what is estimated."""
-    n = int(data.model.metrics["n_periods"])
-    years = sample_years(data)
-    notes = [
-        (
-            "info",
-            f"Model and baselines are net of {data.cost_bps:g} bps per unit of position "
-            "traded (the benchmark is gross). Returns are equal-capital across symbols.",
-        ),
-        (
-            "info",
-            f"Sample: {n:,} periods ≈ {years:.2f} years at {data.periods_per_year:.4g} "
-            "periods per year.",
-        ),
-    ]
-    if data.cost_bps == 0:
-        notes.append(("warn", "Costs are zero: these results are before any trading cost."))
-    if n < _SMALL_PERIODS or years < 1.0:
-        notes.append(
-            (
-                "warn",
-                f"Small sample ({n:,} periods, {years:.2f} years): Sharpe and CAGR estimates "
-                "are very noisy — treat them as indicative only.",
-            )
-        )
-    if data.intervals is not None and not data.intervals.empty:
-        level = float(data.intervals["level"].iloc[0])
-        notes.append(
-            (
-                "info",
-                f"Intervals are {100 * level:.0f}% stationary-bootstrap intervals "
-                "(resampled blocks of returns), not guarantees.",
-            )
-        )
-    else:
-        notes.append(("info", "No bootstrap intervals were supplied: point estimates only."))
-    for name, prob in (data.p_beat or {}).items():
-        notes.append(
-            (
-                "info",
-                f"P(model Sharpe > {name} Sharpe) = {prob:.2f} under the stationary bootstrap.",
-            )
-        )
-    if data.benchmark is None:
-        notes.append(("info", "No benchmark_return in the predictions: no benchmark shown."))
-    return notes

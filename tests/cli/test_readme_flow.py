@@ -43,6 +43,11 @@ def flow(tmp_path_factory):
         "--metrics-output", str(root / "per_split.parquet"),
         "--summary-output", str(root / "summary.json"),
     )  # fmt: skip
+    _run(
+        "report", "--predictions", str(preds), "--walkforward", str(root / "per_split.parquet"),
+        "--summary", str(root / "summary.json"), "--output", str(root / "report.html"),
+        "--set", f"data.sqlite_path={db}",
+    )  # fmt: skip
     info = json.loads((run / "model_info.json").read_text())
     return root, pd.read_parquet(preds), predicted, walk, info
 
@@ -85,3 +90,18 @@ def test_paired_differences_against_every_baseline(flow):
         assert d["estimate"] == pytest.approx(gap, abs=1e-9)  # the same bars
         assert d["low"] <= d["estimate"] <= d["high"] and d["p_adjusted"] >= d["p_value"]
     assert "Model − baseline Sharpe" in walk.text and "(Holm)" in walk.text
+
+
+def test_report_headline_is_the_walkforward_sample(flow):
+    root, _, _, _, _ = flow
+    summary = json.loads((root / "summary.json").read_text())
+    html = (root / "report.html").read_text()
+    markdown = (root / "report.md").read_text()
+    description = summary["sample"]["description"]
+    assert description.startswith("out of sample")
+    sharpe = summary["bootstrap"]["model"]["sharpe"]
+    for text in (html, markdown):
+        assert f"{sharpe['estimate']:.2f}" in text and f"{sharpe['low']:.2f}" in text
+        for name in summary["strategies"]:
+            assert name in text
+    assert summary["sample"]["start"][:10] in markdown

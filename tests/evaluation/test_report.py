@@ -25,9 +25,9 @@ from market_nn_plus_ultra.evaluation.report_charts import (
     rolling_sharpe,
 )
 from market_nn_plus_ultra.evaluation.report_html import SECTIONS
+from market_nn_plus_ultra.evaluation.report_notes import honest_notes
 from market_nn_plus_ultra.evaluation.report_tables import (
     headline_table,
-    honest_notes,
     regime_table,
     trade_table,
 )
@@ -60,7 +60,8 @@ def written(tmp_path_factory, frame):
             "metric": ["sharpe", "sharpe"],
             "strategy": ["model", "buy_and_hold"],
             "low": [0.5, -1.0],
-            "point": [1.2, 0.1],
+            # The model's point is its Sharpe on these bars; buy_and_hold's is not.
+            "point": [backtest(frame, cost_bps=5.0).metrics["sharpe"], 0.1],
             "high": [2.0, 1.1],
             "level": [0.9, 0.9],
         }
@@ -121,6 +122,12 @@ def test_headline_table_shows_every_strategy_and_intervals(written):
     assert sharpe == f"{data.model.metrics['sharpe']:.2f} [0.50, 2.00]"
     total = table.set_index("Strategy").loc["model", "Total return"]
     assert total == f"{100 * data.model.metrics['total_return']:.2f}%"
+    # An interval whose estimate is not the headline's value was drawn on other bars:
+    # it is left out of the cell and the report says so.
+    hold = table.set_index("Strategy").loc["buy_and_hold", "Sharpe"]
+    assert hold == f"{data.baselines['buy_and_hold'].metrics['sharpe']:.2f}"
+    warnings = [t for level, t in honest_notes(data) if level == "warn"]
+    assert any("sharpe interval of buy_and_hold was drawn on other bars" in t for t in warnings)
 
 
 def test_trade_analytics_hand_computed():
@@ -185,7 +192,7 @@ def test_honest_notes_warn_on_small_samples(frame):
 
 
 def test_html_has_every_section_and_a_plotly_div_per_chart(written):
-    _, paths = written
+    data, paths = written
     html = paths.html.read_text(encoding="utf-8")
     for section, heading in SECTIONS:
         assert f'<section id="{section}">' in html, section
@@ -196,8 +203,11 @@ def test_html_has_every_section_and_a_plotly_div_per_chart(written):
     # Works offline: no external script or stylesheet, plotly.js itself inlined.
     assert not re.findall(r"<script[^>]*\bsrc=|<link[^>]*\bhref=", html)
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inlined
-    for text in ("stationary-bootstrap", "P(model Sharpe &gt; buy_and_hold Sharpe) = 0.83"):
-        assert text in html
+    assert "stationary-bootstrap" in html and "P(model Sharpe &gt; baseline)" in html
+    # P(beat) in the model-against-baseline table, beside the difference of the Sharpes.
+    diff = data.model.metrics["sharpe"] - data.baselines["buy_and_hold"].metrics["sharpe"]
+    assert "<td>buy_and_hold</td>\n      <td>" in html and f"<td>{diff:.2f}</td>" in html
+    assert "<td>0.83</td>" in html
     assert "max_position" in html and "mean_sharpe" in html and "<details>" in html
 
 
