@@ -19,9 +19,18 @@ from .bootstrap import (
     optimal_block,
     prob_sharpe_exceeds,
 )
+from .deflated import (
+    deflate_trials,
+    deflated_sharpe,
+    expected_max_sharpe,
+    probabilistic_sharpe,
+    return_moments,
+)
 from .guardrails import BREACH_COLUMNS, apply_guardrails, sectors_from_assets
 from .leakage import LEAK_COLUMNS, AuditReport, audit_leakage, audit_panel, check_targets
+from .leakage_stored import StoredAudit, StoredThresholds, audit_stored
 from .metrics import METRIC_KEYS, compute_metrics, infer_periods_per_year
+from .paired import holm_adjust, sharpe_differences
 from .report import ReportData, ReportPaths, build_report_data, write_report
 from .stress import StressResult, run_stress, simulate_backtest
 from .walkforward import WalkForwardBacktester, WalkForwardResult
@@ -37,6 +46,8 @@ __all__ = [
     "BacktestResult",
     "ReportData",
     "ReportPaths",
+    "StoredAudit",
+    "StoredThresholds",
     "StressResult",
     "TimeSplit",
     "WalkForwardBacktester",
@@ -44,6 +55,7 @@ __all__ = [
     "apply_guardrails",
     "audit_leakage",
     "audit_panel",
+    "audit_stored",
     "backtest",
     "baseline_predictions",
     "bootstrap_metrics",
@@ -52,17 +64,24 @@ __all__ = [
     "check_targets",
     "compare_sharpe",
     "compute_metrics",
+    "deflate_trials",
+    "deflated_sharpe",
+    "expected_max_sharpe",
+    "holm_adjust",
     "infer_periods_per_year",
     "mean_reversion",
     "ml_baseline",
     "momentum",
     "optimal_block",
     "prob_sharpe_exceeds",
+    "probabilistic_sharpe",
     "read_predictions",
     "require_columns",
+    "return_moments",
     "run_baselines",
     "run_stress",
     "sectors_from_assets",
+    "sharpe_differences",
     "simulate_backtest",
     "walkforward_from_files",
     "write_report",
