@@ -40,6 +40,11 @@ class AlternativeDataSpec(_Section):
         default_factory=dict,
         description="Column → panel column name; unnamed columns become `<name>_<column>`.",
     )
+    asset_classes: list[str] | None = Field(
+        None,
+        description="Asset classes (assets.asset_class) the table exists for; other classes get "
+        "0.0 (not applicable) instead of NaN. null = every symbol.",
+    )
     enabled: bool = Field(True, description="Join this table (false keeps the spec but skips it).")
     required: bool = Field(
         False, description="Fail when the table is missing instead of skipping it with a log line."
@@ -60,9 +65,23 @@ class AlternativeDataSpec(_Section):
             raise ValueError(f"{value!r} must be a positive duration, e.g. '1D'")
         return value
 
+    @field_validator("asset_classes")
+    @classmethod
+    def _classes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or any(not c.strip() for c in value)):
+            raise ValueError(
+                f"{value!r}: list the asset classes the table exists for, e.g. [crypto], or "
+                "use null for every symbol"
+            )
+        return value
+
 
 def _default_alternative_data() -> list[AlternativeDataSpec]:
-    """The side tables the fixture generator writes (skipped when a database lacks them)."""
+    """The side tables the fixture generator writes (skipped when a database lacks them).
+
+    Funding rates and on-chain activity exist for crypto only: equities get 0.0 (not
+    applicable) in those columns rather than NaN, which would mask every equity bar.
+    """
     spec = AlternativeDataSpec
     return [
         spec(
@@ -76,6 +95,7 @@ def _default_alternative_data() -> list[AlternativeDataSpec]:
             columns=["funding_rate"],
             max_staleness="1D",
             feature_names={"funding_rate": "funding_rate"},
+            asset_classes=["crypto"],
         ),
         spec(
             name="sentiment",
@@ -84,7 +104,12 @@ def _default_alternative_data() -> list[AlternativeDataSpec]:
             feature_names={"sentiment_score": "sentiment_score"},
         ),
         spec(name="implied_vol", columns=["iv_30d", "iv_skew"], max_staleness="4D"),
-        spec(name="onchain", columns=["active_addresses", "exchange_netflow"], max_staleness="3D"),
+        spec(
+            name="onchain",
+            columns=["active_addresses", "exchange_netflow"],
+            max_staleness="3D",
+            asset_classes=["crypto"],
+        ),
     ]
 
 

@@ -2,10 +2,16 @@
 
 Each :class:`AlternativeDataSpec` (declared in the config, ``data.alternative_data``)
 names a side table, whether it is keyed per symbol or global, which value columns to
-take, and how stale an observation may be. :class:`AlternativeDataConnector` reads the
-tables and joins them with a BACKWARD as-of join: the value at bar ``t`` is the latest
-observation stamped at or before ``t`` (and no older than ``max_staleness``); nothing
-stamped after ``t`` can reach it::
+take, how stale an observation may be and which asset classes it exists for.
+:class:`AlternativeDataConnector` reads the tables and joins them with a BACKWARD as-of
+join: the value at bar ``t`` is the latest observation stamped at or before ``t`` (and
+no older than ``max_staleness``); nothing stamped after ``t`` can reach it.
+
+A spec with ``asset_classes`` (the defaults: funding rates and on-chain data for
+``crypto``) applies only to symbols whose ``assets.asset_class`` is listed; the others
+get 0.0, "not applicable", rather than NaN — a NaN feature masks the cell, so a
+crypto-only series would otherwise leave every equity without a single usable bar.
+Symbols of unknown class are joined as usual (and stay NaN where the table has nothing)::
 
     connector = AlternativeDataConnector(cfg.data.alternative_data)
     panel = connector.join(read_panel(db), db)   # adds sentiment_score, macro_rate_10y, …
@@ -27,14 +33,20 @@ from .schema import ALT_PREFIX
 from .store import StoreError, connect, list_tables, read_table
 
 __all__ = [
+    "NOT_APPLICABLE",
     "AlternativeDataConnector",
     "AlternativeDataSpec",
     "ResolvedAltColumn",
+    "alt_column_hints",
     "alt_feature_columns",
     "default_alternative_specs",
+    "read_asset_classes",
 ]
 
 log = logging.getLogger(__name__)
+
+#: The value a spec's columns take on symbols outside its ``asset_classes``.
+NOT_APPLICABLE = 0.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class ResolvedAltColumn:
     feature: str
     join: str
     max_staleness: pd.Timedelta
+    asset_classes: tuple[str, ...] | None = None  # lower-case; None = every symbol
 
 
 def default_alternative_specs() -> list[AlternativeDataSpec]:
@@ -89,6 +102,7 @@ def _resolve(spec: AlternativeDataSpec, available: Sequence[str]) -> list[Resolv
             f"join: global for name={_short(spec)!r}"
         )
     staleness = pd.Timedelta(spec.max_staleness)
+    classes = _classes(spec)
     return [
         ResolvedAltColumn(
             table=table,
@@ -96,9 +110,62 @@ def _resolve(spec: AlternativeDataSpec, available: Sequence[str]) -> list[Resolv
             feature=spec.feature_names.get(c, f"{_short(spec)}_{c}"),
             join=spec.join,
             max_staleness=staleness,
+            asset_classes=classes,
         )
         for c in columns
     ]
+
+
+def _classes(spec: AlternativeDataSpec) -> tuple[str, ...] | None:
+    if spec.asset_classes is None:
+        return None
+    return tuple(c.strip().lower() for c in spec.asset_classes)
+
+
+def read_asset_classes(db_path: str | Path) -> dict[str, str]:
+    """``{symbol: asset_class}`` (lower-case) from ``assets``; symbols without one left out."""
+    with contextlib.closing(connect(db_path)) as con:
+        if "assets" not in list_tables(con):
+            return {}
+    assets = read_table(db_path, "assets", parse_time=False)
+    if "asset_class" not in assets.columns:
+        return {}
+    assets = assets.dropna(subset=["asset_class"])
+    classes = assets["asset_class"].astype(str).str.strip().str.lower()
+    keep = classes != ""
+    return dict(zip(assets["symbol"].astype(str)[keep], classes[keep], strict=True))
+
+
+def alt_column_hints(specs: Sequence[AlternativeDataSpec]) -> dict[str, str]:
+    """Panel column → where it comes from and how to stop it blanking a symbol.
+
+    Used in the error a symbol without usable windows raises (``windows.report``). Specs
+    with ``columns: null`` are left out (their columns are only known once read).
+    """
+    hints: dict[str, str] = {}
+    for spec in specs:
+        if not spec.enabled or spec.columns is None:
+            continue
+        where = f"alt_{_short(spec)} (data.alternative_data name={_short(spec)!r})"
+        if spec.asset_classes is None:
+            fix = (
+                "if the series exists only for some asset classes (funding rates, on-chain "
+                "data: crypto), set asset_classes on that spec, e.g. asset_classes: [crypto], "
+                f"so other symbols get {NOT_APPLICABLE} instead of NaN; otherwise import its "
+                f"rows for the symbol, widen max_staleness (now {spec.max_staleness!r}), or "
+                "drop it with enabled: false"
+            )
+        else:
+            fix = (
+                f"it is declared for asset classes {list(spec.asset_classes)}, so a symbol of "
+                "those classes, or of unknown class, stays NaN where the table has no fresh "
+                "row: set assets.asset_class for the symbol, import its rows, widen "
+                f"max_staleness (now {spec.max_staleness!r}), or drop it with enabled: false"
+            )
+        for column in spec.columns:
+            feature = spec.feature_names.get(column, f"{_short(spec)}_{column}")
+            hints[feature] = f"`{feature}` comes from {where}: {fix}."
+    return hints
 
 
 def alt_feature_columns(specs: Sequence[AlternativeDataSpec]) -> list[str]:
@@ -152,11 +219,20 @@ class AlternativeDataConnector:
 
     ``specs`` are the config's ``data.alternative_data`` entries; disabled ones are
     ignored. A missing table is skipped (logged) unless its spec is ``required``.
+    ``asset_classes`` (``{symbol: class}``) decides where specs with ``asset_classes``
+    apply; when not given, :meth:`load` reads it from the database's ``assets`` table.
     """
 
-    def __init__(self, specs: Sequence[AlternativeDataSpec] | None = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[AlternativeDataSpec] | None = None,
+        asset_classes: Mapping[str, str] | None = None,
+    ) -> None:
         chosen = default_alternative_specs() if specs is None else list(specs)
         self.specs = [s for s in chosen if s.enabled]
+        self.asset_classes: dict[str, str] | None = (
+            None if asset_classes is None else {k: v.lower() for k, v in asset_classes.items()}
+        )
         tables = [_table(s) for s in self.specs]
         duplicated = sorted({t for t in tables if tables.count(t) > 1})
         if duplicated:
@@ -170,10 +246,13 @@ class AlternativeDataConnector:
     ) -> dict[str, pd.DataFrame]:
         """Read every enabled side table present in the database (rows for ``symbols``).
 
-        Returns ``{table: frame}`` with ``timestamp`` parsed to UTC.
+        Returns ``{table: frame}`` with ``timestamp`` parsed to UTC. Also reads the symbols'
+        asset classes (kept on the connector for :meth:`join_frames`) unless given.
         """
         with contextlib.closing(connect(db_path)) as con:
             present = set(list_tables(con))
+        if self.asset_classes is None and any(s.asset_classes for s in self.specs):
+            self.asset_classes = read_asset_classes(db_path)
         frames: dict[str, pd.DataFrame] = {}
         for spec in self.specs:
             table = _table(spec)
@@ -208,7 +287,8 @@ class AlternativeDataConnector:
         ``panel`` is indexed by (timestamp UTC, symbol); the result has the same index and
         row order plus one float column per resolved side-table column. A bar whose latest
         observation is older than ``max_staleness`` (or that precedes every observation)
-        gets NaN.
+        gets NaN; a bar of a symbol outside its spec's ``asset_classes`` gets
+        :data:`NOT_APPLICABLE` (0.0).
         """
         resolved = self.resolve(frames)
         clash = sorted({c.feature for c in resolved} & set(panel.columns))
@@ -236,10 +316,36 @@ class AlternativeDataConnector:
         for table in dict.fromkeys(c.table for c in resolved):
             cols = [c for c in resolved if c.table == table]
             joined = _asof(keys, frames[table], cols)
-            parts.append(joined.apply(pd.to_numeric, errors="coerce").astype("float64"))
+            joined = joined.apply(pd.to_numeric, errors="coerce").astype("float64")
+            parts.append(self._not_applicable(joined, keys["symbol"], cols[0]))
         extra = pd.concat(parts, axis=1)
         extra.index = panel.index
         return pd.concat([panel, extra], axis=1)
+
+    def _not_applicable(
+        self, joined: pd.DataFrame, symbols: pd.Series, column: ResolvedAltColumn
+    ) -> pd.DataFrame:
+        """Set rows of symbols outside ``column.asset_classes`` to :data:`NOT_APPLICABLE`."""
+        if column.asset_classes is None:
+            return joined
+        known = self.asset_classes or {}
+        names = pd.unique(symbols)
+        unknown = sorted(str(s) for s in names if s not in known)
+        if unknown:
+            log.warning(
+                "alternative data: %s is declared for asset classes %s but assets.asset_class "
+                "is unknown for %s — joined as is (NaN where the table has no rows); set their "
+                "asset_class in the assets table",
+                column.table,
+                list(column.asset_classes),
+                unknown[:8],
+            )
+        outside = {s for s in names if s in known and known[s] not in column.asset_classes}
+        if not outside:
+            return joined
+        rows = symbols.isin(outside).to_numpy()
+        joined.loc[rows, :] = NOT_APPLICABLE
+        return joined
 
     def join(
         self,

@@ -58,7 +58,7 @@ def macro_table(first: pd.Timestamp, last: pd.Timestamp, seed: int) -> pd.DataFr
     fomc = (
         np.asarray(days.month.isin(_FOMC_MONTHS))
         & np.asarray((days.day >= 15) & (days.day <= 21))
-        & np.asarray(days.weekday == 2)
+        & np.asarray(days.day_of_week == 2)
     )
     surprise = np.where(cpi, np.round(0.1 * rng.standard_normal(n), 2), 0.0)
     stamps = (days + pd.Timedelta(hours=8, minutes=30)).tz_localize(NEW_YORK).tz_convert("UTC")
@@ -155,7 +155,7 @@ def onchain_table(inst: Instrument, cal: Calendar, path: SymbolPath, seed: int) 
     log_close = np.log(path.close[at])
     day_return = np.diff(log_close, prepend=np.log(path.open[0]))
     z = day_return / (inst.annual_vol / np.sqrt(365.0))
-    weekend = np.asarray(cal.timestamps[at].weekday >= 5)  # the day the row summarises
+    weekend = np.asarray(cal.timestamps[at].day_of_week >= 5)  # the day the row summarises
     base = {"BTC-USD": 9e5, "ETH-USD": 5e5}.get(inst.symbol.upper(), 5e4)
     active = base * np.exp(_ar1(rng, n, 0.97, 0.1) - 0.08 * weekend)
     netflow = 0.02 * inst.daily_volume * (-0.5 * z + rng.standard_normal(n))

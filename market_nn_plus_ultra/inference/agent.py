@@ -326,10 +326,16 @@ class Agent:
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def _columns(self, out: HeadOutput) -> dict[str, np.ndarray]:
-        """The head's outputs as predictions-file columns (step 1 of multi-step outputs)."""
+        """The head's outputs as predictions-file columns (step 1 of multi-step outputs).
+
+        Forecasts and quantiles are simple returns whatever the training target: a model
+        trained on log returns has them mapped through ``expm1`` (exact for quantiles, the
+        simple return of the forecast log return for the point forecast).
+        """
+        to_simple = np.expm1 if self.config.windows.target == "log_return" else (lambda v: v)
         columns = {
             "position": np.clip(_host(out.position), -1.0, 1.0),
-            "forecast": _host(out.forecast[:, 0]),
+            "forecast": to_simple(_host(out.forecast[:, 0])),
         }
         if out.probs is not None:
             p = _host(out.probs)  # (B, 3): down, flat, up
@@ -337,7 +343,7 @@ class Agent:
         if out.quantiles is not None:
             q = _host(out.quantiles[:, 0, :])  # (B, Q) at the first forecast step
             for j, level in enumerate(self.config.model.quantiles):
-                columns[_quantile_name(level)] = q[:, j]
+                columns[_quantile_name(level)] = to_simple(q[:, j])
         return columns
 
 

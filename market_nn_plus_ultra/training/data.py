@@ -3,6 +3,7 @@
     dm = MarketDataModule(cfg)
     dm.setup()                       # reads, builds features and tensors once
     dm.n_features, dm.feature_columns, dm.symbols, dm.splits["test"]
+    print(dm.symbol_report.format())  # bars, usable cells, windows per split, per symbol
     for batch in dm.train_dataloader(): batch["x"]  # (B, W, F)
 
 Batches are gathered whole by :meth:`SlidingWindowDataset.batch` (one advanced-indexing
@@ -26,15 +27,18 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import Config
+from ..data.alternative import alt_column_hints
 from ..features.compute import compute_features
 from ..windows import (
     MarketTensors,
     Normaliser,
     SlidingWindowDataset,
     Split,
+    SymbolReport,
     build_tensors,
     fit_normaliser,
     purged_splits,
+    symbol_report,
 )
 
 __all__ = ["MarketDataModule", "ResumableBatchSampler", "normaliser_from_state", "normaliser_state"]
@@ -182,6 +186,10 @@ class MarketDataModule(L.LightningDataModule):
     split. With ``windows.normalise=train_zscore`` the statistics are fitted on the
     training split's input rows only. Pass ``panel`` to skip the database read (it must
     already hold the feature columns).
+
+    ``symbol_report`` (after ``setup``) holds each symbol's bars, usable cells and windows
+    per split, logged at INFO; a symbol with no window in any split is a
+    :class:`~market_nn_plus_ultra.windows.WindowsError` naming the column that blanks it.
     """
 
     def __init__(self, cfg: Config, panel: pd.DataFrame | None = None) -> None:
@@ -192,6 +200,7 @@ class MarketDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.datasets: dict[str, SlidingWindowDataset] = {}
         self.normaliser: Normaliser | None = None
+        self.symbol_report: SymbolReport | None = None
         self._loaders: dict[str, DataLoader] = {}
         self._resume_state: dict[str, int] | None = None
 
@@ -227,6 +236,7 @@ class MarketDataModule(L.LightningDataModule):
             self.datasets[name] = SlidingWindowDataset.from_config(
                 self.tensors, w, split=split, normaliser=self.normaliser
             )
+        self._report_symbols()
         if len(self.datasets["train"]) == 0:
             raise ValueError(
                 f"the training split (rows {train.rows.start}..{train.rows.stop - 1}) has no "
@@ -234,6 +244,24 @@ class MarketDataModule(L.LightningDataModule):
                 "windows.window, or check that the features are not NaN everywhere"
             )
         log.info("windows: %s", self.split_info())
+
+    def _report_symbols(self) -> None:
+        """Log the per-symbol usage; refuse symbols that no split has a window of."""
+        report = symbol_report(self._require(), self.datasets)
+        self.symbol_report = report
+        log.info("windows per symbol:\n%s", report.format())
+        for r in report.sparse():
+            log.warning(
+                "%s: column %s is NaN on %d of its %d bars (only %d usable) — check that "
+                "series for %s",
+                r.symbol,
+                ", ".join(r.blanking),
+                r.blanked,
+                r.bars,
+                r.usable,
+                r.symbol,
+            )
+        report.check(hints=alt_column_hints(self.cfg.data.alternative_data))
 
     def _require(self) -> MarketTensors:
         if self.tensors is None:

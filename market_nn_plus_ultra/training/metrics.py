@@ -1,8 +1,9 @@
 """Trading metrics of a split's forecasts: IC, directional accuracy, Sharpe after costs.
 
 Validation and test steps collect, per window, its end row ``t_index``, ``symbol_index``,
-the first-horizon ``forecast`` and ``position`` of the head and the realised return from
-t to t+1 (``y[:, 0]``). :func:`split_metrics` turns them into:
+the first-horizon ``forecast`` and ``position`` of the head and the realised *simple*
+return from t to t+1 (the batch's ``realised``, whatever ``windows.target`` is).
+:func:`split_metrics` turns them into:
 
 * ``ic``: Spearman rank correlation of forecast and realised next return, either
   *pooled* (one correlation over every (bar, symbol) pair of the split) or

@@ -8,7 +8,10 @@ loss weighted by ``head_weight`` plus the PnL/risk terms with positive weights) 
 backbone's auxiliary loss (MoE load balancing, already weighted). Optimiser: AdamW
 (fused on CUDA), no weight decay on biases and norms, linear warm-up then cosine decay
 to ``min_lr_ratio`` of the peak, stepped every optimiser step. Validation and test
-epochs log the loss and the trading metrics of :mod:`.metrics`. Checkpoints carry the
+epochs log the loss and the trading metrics of :mod:`.metrics`, scored on the *simple*
+return t → t+1 of each window (the batch's ``realised``), whatever ``windows.target`` the
+model learns (a log-return target is a training choice, not what a position earns).
+Checkpoints carry the
 RNG states, so a resumed run draws the same dropout masks as an uninterrupted one.
 """
 
@@ -144,13 +147,17 @@ class TradingModule(L.LightningModule):
         loss, _, out = self._step(batch)
         self.log(f"{stage}_loss", loss, batch_size=batch["x"].shape[0], sync_dist=True)
         if batch["x"].ndim == 3:  # one symbol per item: the windows the metrics score
+            keep = batch["y_mask"][:, : self.model_cfg.horizon].all(dim=-1)  # as in _inputs
+            # the simple return t → t+1 (SlidingWindowDataset's `realised`); a hand-built
+            # batch without it is taken to hold simple-return targets
+            realised = batch.get("realised", batch["y"][:, 0])
             self._collected[stage].append(
                 {
-                    "t": batch["t_index"].detach().cpu(),
-                    "s": batch["symbol_index"].detach().cpu(),
+                    "t": batch["t_index"][keep].detach().cpu(),
+                    "s": batch["symbol_index"][keep].detach().cpu(),
                     "forecast": out.forecast[:, 0].detach().float().cpu(),
                     "position": out.position.detach().float().cpu(),
-                    "realised": batch["y"][:, 0].detach().float().cpu(),
+                    "realised": realised[keep].detach().float().cpu(),
                 }
             )
         return loss

@@ -3,7 +3,8 @@
 Everything lands in ``training.checkpoint_dir``::
 
     config.yaml              the resolved config (reload with load_config)
-    model_info.json          feature columns, n_features, symbols, window, horizon, splits
+    model_info.json          feature columns, n_features, symbols, window, horizon, splits,
+                             per-symbol bars / usable cells / windows (symbol_usage)
     best.ckpt, last.ckpt     best by training.monitor; the latest epoch (or step)
     steps/step-000100.ckpt   every training.checkpoint_every_n_steps steps (for --resume)
     logs/csv/metrics.csv     per-step and per-epoch metrics (TensorBoard/W&B/MLflow beside)
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import (
@@ -38,6 +40,7 @@ from lightning.pytorch.callbacks import (
 
 from ..config import Config, config_to_dict, save_config
 from ..evaluation.metrics import infer_periods_per_year
+from ..windows import SymbolReport
 from .curriculum import CurriculumCallback, CurriculumScheduler
 from .data import MarketDataModule
 from .diagnostics import TrainingDiagnosticsCallback
@@ -67,6 +70,8 @@ class TrainResult:
     global_step: int
     epochs: int
     metrics: dict[str, float] = field(default_factory=dict)
+    #: per symbol: bars, usable cells, windows per split (``SymbolReport.format()`` prints it)
+    symbol_report: SymbolReport | None = None
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -211,7 +216,14 @@ def _model_info(dm: MarketDataModule, cfg: Config, periods_per_year: float) -> d
         "head": cfg.model.head,
         "periods_per_year": periods_per_year,
         "splits": dm.split_info(),
+        "symbol_usage": dm.symbol_report.to_dict() if dm.symbol_report else [],
+        "data_end": dm.timestamps[-1].isoformat() if len(dm.timestamps) else None,
     }
+
+
+def _simple(forecast: np.ndarray, target: str) -> np.ndarray:
+    """Forecasts as simple returns, as the predictions file states, whatever the target."""
+    return np.expm1(forecast) if target == "log_return" else forecast
 
 
 def _test_predictions(module: TradingModule, dm: MarketDataModule, path: Path) -> Path | None:
@@ -223,7 +235,7 @@ def _test_predictions(module: TradingModule, dm: MarketDataModule, path: Path) -
             "timestamp": dm.timestamps[c["t"].astype("int64")],
             "symbol": pd.Categorical.from_codes(c["s"].astype("int64"), dm.symbols).astype(str),
             "position": c["position"].astype("float64"),
-            "forecast": c["forecast"].astype("float64"),
+            "forecast": _simple(c["forecast"].astype("float64"), dm.cfg.windows.target),
             "realised_return": c["realised"].astype("float64"),
         }
     ).sort_values(["timestamp", "symbol"], ignore_index=True)
@@ -334,4 +346,5 @@ def train(
         global_step=int(trainer.global_step),
         epochs=int(trainer.current_epoch),
         metrics=metrics,
+        symbol_report=dm.symbol_report,
     )

@@ -2,7 +2,8 @@
 
 A folder ``tensors-<key>/`` holds ``inputs.npy``, ``targets.npy``, ``mask.npy``,
 ``target_mask.npy``, ``present.npy``, ``timestamps.npy`` (int64 ns UTC), the optional
-``regimes.npy``/``context.npy`` and ``meta.json`` (labels). The key hashes the panel's
+``regimes.npy``/``context.npy``/``missing.npy``/``simple_returns.npy`` and ``meta.json``
+(labels). The key hashes the panel's
 source version, the feature names, the horizon and the target, so a new database, a new
 feature set or a new horizon gets a new folder and an unchanged one is reused.
 
@@ -37,9 +38,9 @@ __all__ = ["build_tensors", "open_memmap", "tensor_cache_key", "write_memmap"]
 
 log = logging.getLogger(__name__)
 
-_FORMAT = 1
+_FORMAT = 2  # 2: per-symbol missing counts and the simple return beside log targets
 _REQUIRED = ("inputs", "targets", "mask", "target_mask", "present")
-_OPTIONAL = ("regimes", "context")
+_OPTIONAL = ("regimes", "context", "missing", "simple_returns")
 _DEFAULT_ROOT = Path(".plus_ultra_cache") / "tensors"
 
 
@@ -87,7 +88,7 @@ def _temp_dir(directory: Path) -> Path:
 def _finish(tensors: MarketTensors, tmp: Path, directory: Path) -> None:
     """Write the labels (the completeness marker) and rename the folder into place."""
     np.save(tmp / "timestamps.npy", tensors.timestamps.as_unit("ns").asi8)
-    meta = tensors.meta() | {"version": tensors.version or directory.name}
+    meta = tensors.meta() | {"format": _FORMAT, "version": tensors.version or directory.name}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     try:
         os.rename(tmp, directory)

@@ -113,10 +113,12 @@ class SlidingWindowDataset(Dataset):
     """Windows ending at row t (inclusive): inputs rows ``t-W+1 .. t``, targets ``targets[t]``.
 
     Items are dicts of torch tensors. ``symbols_per_item="one"``: ``x`` ``[W, F]``,
-    ``mask`` ``[W]``, ``y``/``y_mask`` ``[H]``, ``t_index``/``symbol_index`` scalars,
-    ``regime`` (label at row t), ``context`` ``[W, C]``. ``"all"``: one more leading symbol
-    axis (``x`` ``[S, W, F]``, ``y`` ``[S, H]``, ``symbol_index`` ``[S]``). ``x`` is 0
-    where ``mask`` is False and ``y`` is 0 where ``y_mask`` is False.
+    ``mask`` ``[W]``, ``y``/``y_mask`` ``[H]``, ``realised`` scalar (the *simple* return
+    t → t+1 whatever ``tensors.target`` is: what a position held over (t, t+1] earns),
+    ``t_index``/``symbol_index`` scalars, ``regime`` (label at row t), ``context``
+    ``[W, C]``. ``"all"``: one more leading symbol axis (``x`` ``[S, W, F]``, ``y``
+    ``[S, H]``, ``realised`` ``[S]``, ``symbol_index`` ``[S]``). ``x`` is 0 where ``mask``
+    is False; ``y`` and ``realised`` are 0 where ``y_mask`` (its first step) is False.
 
     Indexable windows: the end cell is valid (``tensors.mask``), has W rows of history
     (``calendar="union"``: union rows; ``"own"``: the symbol's own last W bars), its end row
@@ -215,6 +217,13 @@ class SlidingWindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self._items)
 
+    def windows_per_symbol(self) -> np.ndarray:
+        """int64 ``[S]``: the windows of each symbol (``"all"``: items where it has a target)."""
+        S = self.tensors.n_symbols
+        if self.symbols_per_item == "all":
+            return np.count_nonzero(self._valid[self._items], axis=0).astype(np.int64)
+        return np.bincount(self._items % S, minlength=S).astype(np.int64)
+
     @property
     def nbytes(self) -> int:
         """Bytes the dataset holds besides the tensors (index arrays: O(T·S), not O(N·W·F))."""
@@ -271,6 +280,7 @@ class SlidingWindowDataset(Dataset):
             cell = (rows, s[:, None])
             x, m = T.inputs[cell], T.mask[cell]  # (B, W, F), (B, W)
             y, ym = T.targets[t, s, :h], T.target_mask[t, s, :h]  # (B, H)
+            realised = T.realised_at(t, s)  # (B,)
             symbol = torch.from_numpy(s)
         else:
             rows = t[:, None] + self._offsets  # (B, W)
@@ -278,6 +288,8 @@ class SlidingWindowDataset(Dataset):
             m = T.mask[rows].transpose(0, 2, 1)  # (B, S, W)
             y = T.targets[t, :, :h]  # (B, S, H)
             ym = T.target_mask[t, :, :h] & self._valid[t][:, :, None]
+            every = np.arange(T.n_symbols)
+            realised = T.realised_at(t[:, None], every[None, :])  # (B, S)
             symbol = torch.arange(T.n_symbols).expand(len(t), -1)
         m = torch.from_numpy(np.ascontiguousarray(m))
         out = {
@@ -285,6 +297,7 @@ class SlidingWindowDataset(Dataset):
             "y": torch.from_numpy(np.where(ym, y, 0.0).astype(np.float32)),
             "mask": m,
             "y_mask": torch.from_numpy(np.ascontiguousarray(ym)),
+            "realised": torch.from_numpy(np.where(ym[..., 0], realised, 0.0).astype(np.float32)),
             "t_index": torch.from_numpy(t),
             "symbol_index": symbol,
         }

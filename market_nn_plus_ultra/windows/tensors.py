@@ -9,8 +9,11 @@ invented. Targets are each symbol's forward returns on its *own* bars::
     targets[t, s, h-1] = close[s, next_h(t)] / close[s, next_{h-1}(t)] - 1,   h = 1..H
 
 where ``next_h(t)`` is the symbol's h-th bar after ``t`` (``next_0(t) = t``). On a shared
-calendar that is ``close[t+h] / close[t+h-1] - 1``; ``targets[t, s, 0]`` is the return
-from t to t+1, the ``realised_return_t`` of the backtest.
+calendar that is ``close[t+h] / close[t+h-1] - 1`` (``log(close[t+h] / close[t+h-1])``
+with ``target="log_return"``). Whatever the target, :meth:`MarketTensors.realised_at`
+gives the *simple* return from t to t+1, the ``realised_return_t`` of the backtest
+(with a simple-return target that is ``targets[t, s, 0]`` itself; with log targets a
+``[T, S]`` array ``simple_returns`` is kept beside them).
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ class MarketTensors:
       with NaN features are masked out; their finite values are kept, NaNs become 0).
     - ``target_mask``: bool ``[T, S, H]``.
     - ``present``: bool ``[T, S]``: the row exists in the panel (a bar of the symbol).
+    - ``missing``: optional int64 ``[S, F]``: how many of the symbol's bars have a
+      non-finite value of the feature (what :func:`~.report.symbol_report` names when a
+      column blanks a symbol's cells).
+    - ``simple_returns``: optional float32 ``[T, S]``: the simple return t → t+1 (NaN where
+      unknown), kept only when ``target`` is not already the simple return.
     - ``timestamps``: the union calendar, ``DatetimeIndex`` (UTC) of length T.
     - ``regimes``: optional int64 ``[T, S]`` label codes, -1 where unknown
       (``regime_labels[code]`` names a code when the labels were text).
@@ -69,6 +77,8 @@ class MarketTensors:
     regime_labels: list[str] = field(default_factory=list)
     context: np.ndarray | None = None
     context_names: list[str] = field(default_factory=list)
+    missing: np.ndarray | None = None
+    simple_returns: np.ndarray | None = None
     version: str | None = None
 
     def __post_init__(self) -> None:
@@ -92,6 +102,12 @@ class MarketTensors:
             )
         if self.regimes is not None and self.regimes.shape != (T, S):
             raise WindowsError(f"regimes has shape {self.regimes.shape}; expected {(T, S)}")
+        if self.missing is not None and self.missing.shape != (S, F):
+            raise WindowsError(f"missing has shape {self.missing.shape}; expected {(S, F)}")
+        if self.simple_returns is not None and self.simple_returns.shape != (T, S):
+            raise WindowsError(
+                f"simple_returns has shape {self.simple_returns.shape}; expected {(T, S)}"
+            )
         if self.context is not None and self.context.shape != (T, S, len(self.context_names)):
             raise WindowsError(
                 f"context has shape {self.context.shape}; expected "
@@ -122,7 +138,8 @@ class MarketTensors:
     def nbytes(self) -> int:
         """Bytes held by every array (on disk when memory-mapped)."""
         arrays = [self.inputs, self.targets, self.mask, self.target_mask, self.present]
-        arrays += [a for a in (self.regimes, self.context) if a is not None]
+        optional = (self.regimes, self.context, self.missing, self.simple_returns)
+        arrays += [a for a in optional if a is not None]
         return int(sum(a.nbytes for a in arrays))
 
     @staticmethod
@@ -132,6 +149,23 @@ class MarketTensors:
         """Bytes the arrays of a ``[n_rows, n_symbols, ...]`` tensor set will take."""
         per_cell = 4 * (n_features + horizon + n_context) + horizon + 2 + 8
         return int(n_rows) * int(n_symbols) * per_cell
+
+    def realised_at(self, t: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """float32 ``[N]``: the simple return t → t+1 of cells ``(t[i], s[i])``; NaN if unknown.
+
+        The return a position held over (t, t+1] earns, whatever ``target`` the model is
+        trained on (``target_mask[t, s, 0]`` says where it is known).
+        """
+        if self.target == "simple_return":
+            return np.asarray(self.targets[t, s, 0], dtype=np.float32)
+        if self.simple_returns is not None:
+            return np.asarray(self.simple_returns[t, s], dtype=np.float32)
+        # tensors built by hand without the array: exp(log r) - 1 is exact to float32
+        return np.expm1(np.asarray(self.targets[t, s, 0], dtype=np.float64)).astype(np.float32)
+
+    def usable_cells(self) -> np.ndarray:
+        """int64 ``[S]``: cells per symbol where the bar exists and every feature is finite."""
+        return np.count_nonzero(self.mask, axis=0).astype(np.int64)
 
     # ----------------------------------------------------------------------------------
     # Own-calendar bookkeeping (derived from ``present``; no panel needed)
@@ -205,7 +239,8 @@ class MarketTensors:
         present = alloc("present", shape, np.dtype(bool))
         present[t_codes, s_codes] = True
         inputs = alloc("inputs", (*shape, len(features)), np.dtype(np.float32))
-        finite = _scatter(panel, features, t_codes, s_codes, inputs)
+        missing = alloc("missing", (len(symbols), len(features)), np.dtype(np.int64))
+        finite = _scatter(panel, features, t_codes, s_codes, inputs, missing)
         mask = alloc("mask", shape, np.dtype(bool))
         mask[t_codes, s_codes] = finite
 
@@ -224,7 +259,10 @@ class MarketTensors:
         close[t_codes, s_codes] = panel[close_column].to_numpy(dtype=np.float64, na_value=np.nan)
         targets = alloc("targets", (*shape, horizon), np.dtype(np.float32))
         target_mask = alloc("target_mask", (*shape, horizon), np.dtype(bool))
-        _forward_returns(close, present, target, targets, target_mask)
+        simple = None
+        if target != "simple_return":  # the backtest's return t → t+1, beside the targets
+            simple = alloc("simple_returns", shape, np.dtype(np.float32))
+        _forward_returns(close, present, target, targets, target_mask, simple)
         return cls(
             inputs=inputs,
             targets=targets,
@@ -239,12 +277,14 @@ class MarketTensors:
             regime_labels=labels,
             context=ctx,
             context_names=context,
+            missing=missing,
+            simple_returns=simple,
         )
 
     def meta(self) -> dict[str, object]:
         """The JSON-able labels saved beside the arrays of a memmap cache."""
         return {
-            "format": 1,
+            "format": 2,  # the memmap cache format (windows.cache._FORMAT)
             "symbols": list(self.symbols),
             "feature_names": list(self.feature_names),
             "context_names": list(self.context_names),
@@ -278,10 +318,12 @@ def _scatter(
     t_codes: np.ndarray,
     s_codes: np.ndarray,
     out: np.ndarray,
+    missing: np.ndarray | None = None,
 ) -> np.ndarray:
     """Copy ``columns`` into ``out[t, s, :]`` a few columns at a time; NaN/inf → 0.
 
-    Returns bool ``[N]``: every value of the panel row was finite.
+    Returns bool ``[N]``: every value of the panel row was finite. ``missing`` ``[S, F]``,
+    when given, receives per symbol the count of non-finite values of each column.
     """
     finite = np.ones(len(panel), dtype=bool)
     for start in range(0, len(columns), _COLUMN_CHUNK):
@@ -289,6 +331,10 @@ def _scatter(
         block = panel[chunk].to_numpy(dtype=np.float32, na_value=np.nan)  # (N, f)
         ok = np.isfinite(block)
         finite &= ok.all(axis=1)
+        if missing is not None:  # zero-filled by alloc: only columns with a NaN need counting
+            for j in np.flatnonzero(~ok.all(axis=0)):
+                bad = s_codes[~ok[:, j]]  # (n_bad,) symbol code of each non-finite value
+                missing[:, start + j] = np.bincount(bad, minlength=missing.shape[0])
         out[t_codes, s_codes, start : start + len(chunk)] = np.where(ok, block, np.float32(0))
     return finite
 
@@ -304,15 +350,26 @@ def _regime_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def _forward_returns(
-    close: np.ndarray, present: np.ndarray, target: str, out: np.ndarray, out_mask: np.ndarray
+    close: np.ndarray,
+    present: np.ndarray,
+    target: str,
+    out: np.ndarray,
+    out_mask: np.ndarray,
+    simple_out: np.ndarray | None = None,
 ) -> None:
-    """Fill ``out[t, s, h-1]`` with each symbol's return from its (h-1)-th to h-th next bar."""
+    """Fill ``out[t, s, h-1]`` with each symbol's return from its (h-1)-th to h-th next bar.
+
+    ``simple_out`` ``[T, S]``, when given, gets the simple return of the first step (the
+    same cells as ``out_mask[..., 0]``, NaN elsewhere).
+    """
     sym, rows = np.nonzero(present.T)  # every bar, sorted by (symbol, time)
     price = close.T[sym, rows]
     counts = np.bincount(sym, minlength=present.shape[1])
     last = np.repeat(np.cumsum(counts) - 1, counts)  # index of each bar's symbol's last bar
     n = len(rows)
     out[:] = np.nan
+    if simple_out is not None:
+        simple_out[:] = np.nan
     for h in range(1, out.shape[2] + 1):  # a loop over horizons, each step vectorised
         ahead = np.arange(n) + h
         ok = ahead <= last
@@ -323,3 +380,5 @@ def _forward_returns(
         value = np.log(ratio) if target == "log_return" else ratio - 1.0
         out[rows[ok], sym[ok], h - 1] = value[ok]
         out_mask[rows[ok], sym[ok], h - 1] = True
+        if h == 1 and simple_out is not None:
+            simple_out[rows[ok], sym[ok]] = ratio[ok] - 1.0

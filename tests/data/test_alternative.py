@@ -9,6 +9,7 @@ import pytest
 from market_nn_plus_ultra.config import AlternativeDataSpec, ConfigError, load_config
 from market_nn_plus_ultra.data.alternative import (
     AlternativeDataConnector,
+    alt_column_hints,
     alt_feature_columns,
     default_alternative_specs,
 )
@@ -177,3 +178,62 @@ def test_defaults_cover_five_signals_and_bad_staleness_is_explained():
     assert "sentiment_score" in names and "funding_rate" in names
     with pytest.raises(ConfigError, match="not a pandas Timedelta"):
         load_config(overrides=["data.alternative_data=[{name: x, max_staleness: soon}]"])
+
+
+@pytest.fixture
+def classed_db(tmp_path):
+    """AAA (equity) and BTC (crypto) with funding rows for BTC only; CCC has no asset class."""
+    days = pd.date_range("2024-01-01 21:00", periods=6, freq="D", tz="UTC")
+    series = pd.concat([_bars("AAA", days), _bars("BTC", days), _bars("CCC", days)])
+    assets = pd.DataFrame(
+        {
+            "asset_id": [1, 2, 3],
+            "symbol": ["AAA", "BTC", "CCC"],
+            "asset_class": ["Equity", "crypto", None],
+        }
+    )
+    funding = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(["2024-01-02 16:00", "2024-01-04 16:00"], utc=True),
+            "symbol": "BTC",
+            "funding_rate": [1e-4, -2e-4],
+        }
+    )
+    path = tmp_path / "classed.db"
+    write_database(path, {"series": series, "assets": assets, "alt_funding": funding})
+    return path, _panel(series)
+
+
+def test_asset_classes_give_other_classes_not_applicable(classed_db, caplog):
+    path, panel = classed_db
+    spec = AlternativeDataSpec(name="funding", columns=["funding_rate"], asset_classes=["crypto"])
+    connector = AlternativeDataConnector([spec])
+    with caplog.at_level("WARNING"):
+        out = connector.join(panel, path)
+    col = "funding_funding_rate"
+    aaa = out.xs("AAA", level="symbol")[col]
+    btc = out.xs("BTC", level="symbol")[col]
+    ccc = out.xs("CCC", level="symbol")[col]
+    # the equity is outside the spec's classes: 0.0 on every bar, never NaN
+    assert (aaa == 0.0).all()
+    # the crypto symbol is joined as of each bar (1D staleness): NaN before and after
+    np.testing.assert_allclose(btc.to_numpy(), [np.nan, 1e-4, np.nan, -2e-4, np.nan, np.nan])
+    # unknown asset class: joined as is (no rows → NaN) and said so
+    assert ccc.isna().all()
+    assert "asset_class is unknown for ['CCC']" in caplog.text
+    assert connector.asset_classes == {"AAA": "equity", "BTC": "crypto"}
+    # without asset_classes the equity is NaN on every bar, which masks all its cells
+    plain = AlternativeDataConnector([spec.model_copy(update={"asset_classes": None})])
+    assert plain.join(panel, path).xs("AAA", level="symbol")[col].isna().all()
+
+
+def test_default_specs_declare_crypto_only_tables_and_hints_name_the_fix():
+    specs = {s.name: s for s in default_alternative_specs()}
+    assert specs["funding"].asset_classes == ["crypto"]
+    assert specs["onchain"].asset_classes == ["crypto"]
+    assert specs["sentiment"].asset_classes is None and specs["macro"].asset_classes is None
+    hints = alt_column_hints([specs["funding"].model_copy(update={"asset_classes": None})])
+    assert "alt_funding (data.alternative_data name='funding')" in hints["funding_rate"]
+    assert "asset_classes: [crypto]" in hints["funding_rate"]
+    with pytest.raises(ConfigError, match="list the asset classes"):
+        load_config(overrides=["data.alternative_data=[{name: x, asset_classes: []}]"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from market_nn_plus_ultra.training.data import MarketDataModule, ResumableBatchSampler
+from market_nn_plus_ultra.windows import WindowsError
 from tests.training._train_cases import fixture_db, tiny_config
 
 
@@ -92,3 +93,49 @@ def test_empty_training_split_names_the_fix(tmp_path):
     cfg = tiny_config(db, tmp_path / "out", "windows.window=30")
     with pytest.raises(ValueError, match=r"too few|no complete windows"):
         MarketDataModule(cfg).setup()
+
+
+@pytest.fixture(scope="module")
+def mixed_db(tmp_path_factory):
+    """SPY (equity, NYSE sessions) and BTC-USD (crypto, 24/7) with the default side tables,
+    alt_funding and alt_onchain included (they hold rows for BTC-USD only)."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    return fixture_db(tmp, rows=300, symbols=("SPY", "BTC-USD"), alt_features=5), tmp
+
+
+def test_mixed_universe_default_config_gives_every_symbol_windows(mixed_db):
+    db, tmp = mixed_db
+    dm = MarketDataModule(tiny_config(db, tmp / "out"))
+    dm.setup()
+    report = {r.symbol: r for r in dm.symbol_report.rows}
+    assert set(report) == {"SPY", "BTC-USD"}
+    # Before per-asset-class joins SPY had 0 usable cells (funding_rate NaN on every bar).
+    for symbol, row in report.items():
+        # only the feature warm-up is masked: fft_energy_* need 64 log returns (65 bars)
+        assert (row.bars, row.usable, row.blanked) == (300, 236, 64), (symbol, row)
+        assert row.blanking[0].startswith("fft_energy")
+        assert row.windows["train"] > 100, (symbol, row)
+    assert sum(r.windows["train"] for r in report.values()) == len(dm.datasets["train"])
+    # the crypto-only columns are there, 0.0 ("not applicable") on every SPY bar
+    t = dm.tensors
+    spy = t.symbols.index("SPY")
+    for column in ("funding_rate", "onchain_active_addresses", "onchain_exchange_netflow"):
+        f = t.feature_names.index(column)
+        assert (t.inputs[t.present[:, spy], spy, f] == 0).all()
+        assert t.missing[spy, f] == 0
+        btc = t.symbols.index("BTC-USD")
+        assert np.count_nonzero(t.inputs[t.present[:, btc], btc, f]) > 250  # real values
+
+
+def test_crypto_only_column_on_equity_is_an_error_naming_it(mixed_db):
+    db, tmp = mixed_db
+    # the old default: funding joined onto every symbol, whatever its asset class
+    spec = "{name: funding, columns: [funding_rate], feature_names: {funding_rate: funding_rate}}"
+    cfg = tiny_config(db, tmp / "out2", f"data.alternative_data=[{spec}]")
+    with pytest.raises(WindowsError) as err:
+        MarketDataModule(cfg).setup()
+    message = str(err.value)
+    assert "no complete windows in any split (SPY)" in message
+    assert "SPY: column `funding_rate` is NaN on 300 of its 300 bars, leaving 0 usable" in message
+    assert "alt_funding (data.alternative_data name='funding')" in message
+    assert "asset_classes: [crypto]" in message
