@@ -61,6 +61,8 @@ def _database_first(out_db: Path, extras: list[str], usage: str) -> None:
 def _report(result: ImportResult) -> None:
     for note in result.warnings:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
     out.print(f"Imported {result.summary()}", highlight=False)
     if result.new_symbols:
         out.print(f"New assets: {', '.join(result.new_symbols)}", highlight=False)
@@ -97,9 +99,34 @@ def import_command(
         str,
         typer.Option(
             "--timezone",
-            help="Time zone of naive timestamps (e.g. America/New_York); stored as UTC.",
+            help="Time zone of naive intraday times (e.g. America/New_York), stored as UTC; "
+            "dates (daily bars) keep their session date at 00:00 UTC.",
         ),
     ] = "UTC",
+    date_format: Annotated[
+        str | None,
+        typer.Option(
+            "--date-format",
+            help="strftime layout of the dates, e.g. '%d/%m/%Y'; default: ISO-8601, or the "
+            "day/month order detected from a field above 12 (a file that cannot tell is refused).",
+        ),
+    ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="long: one symbol per file or a symbol column; wide: a date column plus one "
+            "close column per symbol (stored close-only).",
+        ),
+    ] = "long",
+    asset_class: Annotated[
+        str | None,
+        typer.Option(
+            "--asset-class",
+            help="assets.asset_class of new symbols (equity, etf, index, fx, crypto, …); "
+            "validation flags weekend bars of weekday markets.",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
     append: Annotated[
         bool,
@@ -135,6 +162,9 @@ def import_command(
                 symbol=symbol,
                 mapping=_mapping(mapping),
                 timezone=timezone,
+                date_format=date_format,
+                layout=layout,
+                asset_class=asset_class,
                 append=append,
                 overwrite=overwrite,
                 adjust=adjust,

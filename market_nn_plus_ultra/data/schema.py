@@ -79,6 +79,19 @@ TABLES: dict[str, TableSpec] = {
             description="one row per instrument",
         ),
         TableSpec(
+            "asset_flags",
+            (
+                _SYM,
+                Column("flag", "TEXT", nullable=False, description="close_only | no_volume"),
+                Column("note", "TEXT", description="where the mark came from"),
+            ),
+            primary_key=("symbol", "flag"),
+            description=(
+                "what a symbol's bars lack: close_only (open = high = low = close), "
+                "no_volume (volume unknown, stored as 0)"
+            ),
+        ),
+        TableSpec(
             "series",
             (
                 _TS,

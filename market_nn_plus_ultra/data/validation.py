@@ -23,6 +23,7 @@ import pandas as pd
 
 from .schema import ALT_PREFIX, TABLES
 from .store import StoreError, connect, list_tables, table_columns
+from .validation_calendar import weekend_failure
 from .validation_checks import TableLayout, layout_for, parse_times, run_checks
 from .validation_gaps import find_gaps
 from .validation_messages import (
@@ -114,6 +115,11 @@ def _validate(
         )
         report.failures.extend(failures)
         report.rows[table] = len(raw)
+    if "series" in tables and "assets" in tables:
+        # daily bars on a closed weekend day: the trace of day and month read swapped
+        weekend = weekend_failure(tables["series"], tables["assets"])
+        if weekend is not None:
+            report.failures.append(weekend)
     return report
 
 
@@ -126,7 +132,8 @@ def validate_tables(
     = UTC), numbers as numbers. Only the tables given are checked; symbols are checked
     against ``assets`` when it is given. Gaps in ``series`` longer than
     ``gap_tolerance`` × the symbol's usual bar spacing (regular closures excluded) are
-    warnings. Tables the schema does not know (and not ``alt_*``) are skipped.
+    warnings, and so are daily bars on a weekend the symbol's ``asset_class`` does not
+    trade (given ``assets``; see :mod:`.validation_calendar`). Tables the schema does not know (and not ``alt_*``) are skipped.
     """
     return _validate(tables, {}, gap_tolerance)
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..config import DataConfig, FeaturesConfig
 from ..data.alternative import AlternativeDataConnector
+from ..data.asset_flags import unknown_inputs
 from ..data.panel import read_panel
 from .pipeline import FeaturePipeline, FeatureReport
 from .registry import FeatureRegistry
@@ -28,6 +29,7 @@ def compute_features(
 
     Returns the feature panel (indexed by ``timestamp``, ``symbol``: OHLCV, indicators,
     joined ``alt_*`` columns, then the feature columns) and the pipeline's report.
+    Features that need a column a close-only symbol lacks (``asset_flags``) are skipped.
     """
     pipeline = FeaturePipeline.from_config(features, registry)
     panel = read_panel(
@@ -43,7 +45,10 @@ def compute_features(
     connector = AlternativeDataConnector(data.alternative_data)
     if connector.specs:
         panel = connector.join(panel, data.sqlite_path)
-    frame = pipeline.transform_panel(panel, on_feature=on_feature)
+    # Close-only symbols (flat bars, volume 0) are marked in asset_flags by the importers.
+    symbols = panel.index.get_level_values("symbol").unique()
+    unknown = unknown_inputs(data.sqlite_path, symbols)
+    frame = pipeline.transform_panel(panel, on_feature=on_feature, unknown_inputs=unknown)
     return frame, pipeline.last_report
 
 

@@ -10,7 +10,8 @@ bars.
 
 A feature whose input column is missing is skipped with a structured warning
 (``extra={"fields": {...}}``) naming the missing column; calendar features are skipped
-(info) for daily data.
+(info) for daily data; a feature reading a column that is a placeholder for a close-only
+symbol (``unknown_inputs``) is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -240,13 +241,17 @@ class FeaturePipeline:
         self,
         panel: pd.DataFrame,
         on_feature: Callable[[str, int, int], None] | None = None,
+        *,
+        unknown_inputs: Mapping[str, Collection[str]] | None = None,
     ) -> pd.DataFrame:
         """Return ``panel`` with the selected feature columns appended (same index, order).
 
         ``on_feature(group, done, total)`` is called after each feature group (for
         progress bars). Feature columns are ``self.dtype``; their first ``warmup`` rows per
         symbol are NaN. A computed column replaces a panel column of the same name (e.g. a
-        stored indicator), with a warning.
+        stored indicator), with a warning. ``unknown_inputs`` (column → symbols whose values
+        there are placeholders, e.g. close-only bars) skips, with a warning, every feature
+        reading such a column, for the whole panel: one column serves every symbol.
         """
         blocks = _blocks(panel)
         report = FeatureReport()
@@ -265,6 +270,8 @@ class FeaturePipeline:
             for done, (group, outputs) in enumerate(self.selection.items(), start=1):
                 spec = self.registry.get(group)
                 reason = self._skip_reason(spec, panel.columns, intraday, blocks)
+                if reason is None:
+                    reason = _placeholder_inputs(spec, unknown_inputs, blocks.symbols)
                 if reason is not None:
                     report.skipped.update(dict.fromkeys(outputs, reason))
                 else:
@@ -345,6 +352,27 @@ class FeaturePipeline:
             blocks.scatter(out, scattered)
             final.append(scattered)
         return final
+
+
+def _placeholder_inputs(
+    spec: FeatureSpec, unknown: Mapping[str, Collection[str]] | None, symbols: list[str]
+) -> str | None:
+    """Why ``spec`` is skipped when an input is a placeholder for some symbol, else None."""
+    lacking = {c: sorted(set(symbols) & set((unknown or {}).get(c, ()))) for c in spec.inputs}
+    names = sorted({s for syms in lacking.values() for s in syms})
+    if not names:
+        return None
+    columns = ", ".join(c for c, syms in lacking.items() if syms)
+    reason = f"{columns} unknown for {', '.join(names[:8])}{' …' * (len(names) > 8)}"
+    fields = {"event": "feature_skipped", "feature": spec.name, "unknown": lacking}
+    log.warning(
+        "feature %s skipped: %s (close-only or volume-less import, see asset_flags) — import "
+        "full OHLCV bars for them, or leave them out of data.symbols",
+        spec.name,
+        reason,
+        extra={"fields": fields},
+    )
+    return reason
 
 
 def _column(panel: pd.DataFrame, name: str, blocks: _Blocks) -> np.ndarray:

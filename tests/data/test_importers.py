@@ -219,3 +219,85 @@ def test_cli_imports_several_files_after_one_flag(tmp_path):
         ],
     )
     assert missing.exit_code == 2 and "no column 'Nope'" in missing.output
+
+
+def _wide_csv(path) -> pd.DataFrame:
+    """Closes of three symbols by date; CCC starts on the 11th bar (a ragged calendar)."""
+    dates = pd.bdate_range("2024-01-02", periods=60)
+    rng = np.random.default_rng(12)
+    closes = {sym: 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 60))) for sym in ("AAA", "BBB")}
+    wide = pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), **closes})
+    wide[" CCC "] = np.where(np.arange(60) < 10, np.nan, closes["AAA"] * 2)  # header stripped
+    wide.to_csv(path, index=False)
+    return wide
+
+
+def test_wide_layout_imports_several_symbols_marked_close_only(tmp_path):
+    wide = _wide_csv(tmp_path / "closes.csv")
+    db = tmp_path / "w.db"
+    result = runner.invoke(
+        app, ["data", "import", str(db), "--csv", str(tmp_path / "closes.csv"), "--layout", "wide"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "170 rows for 3 symbol(s)" in result.output  # 60 + 60 + 50
+    assert "close_only" in result.output
+    got = read_table(db, "series").set_index(["symbol", "timestamp"]).sort_index()
+    assert got.groupby(level="symbol").size().to_dict() == {"AAA": 60, "BBB": 60, "CCC": 50}
+    np.testing.assert_allclose(got.loc["BBB", "close"].to_numpy(), wide["BBB"].to_numpy())
+    np.testing.assert_allclose(got.loc["CCC", "close"].to_numpy(), wide[" CCC "].dropna())
+    assert (got["open"] == got["close"]).all() and (got["high"] == got["low"]).all()
+    assert (got["volume"] == 0).all()
+    flags = read_table(db, "asset_flags")
+    assert sorted(zip(flags["symbol"], flags["flag"], strict=True)) == [
+        (s, f) for s in ("AAA", "BBB", "CCC") for f in ("close_only", "no_volume")
+    ]
+    assert "closes.csv" in flags["note"].iloc[0]
+    assert list(read_table(db, "assets")["symbol"]) == ["AAA", "BBB", "CCC"]  # the contract
+    assert '"layout": "wide"' in read_metadata(db)["source:AAA"]
+
+    bad = runner.invoke(
+        app,
+        [
+            *("data", "import", str(tmp_path / "x.db"), "--csv", str(tmp_path / "closes.csv")),
+            *("--layout", "wide", "--map", "AAA=close"),
+        ],
+    )
+    assert bad.exit_code == 2 and "only --map COLUMN=timestamp applies" in bad.output
+
+
+def test_features_needing_high_low_or_volume_are_skipped_for_close_only_symbols(tmp_path, caplog):
+    from market_nn_plus_ultra.config import DataConfig, FeaturesConfig
+    from market_nn_plus_ultra.data.asset_flags import unknown_inputs
+    from market_nn_plus_ultra.features import FeaturePipeline, compute_features
+
+    _wide_csv(tmp_path / "closes.csv")
+    db = tmp_path / "w.db"
+    import_frames(db, tmp_path / "closes.csv", layout="wide")
+    names = ["atr_14", "volume_z_20", "rsi_14"]
+    frame, report = compute_features(
+        DataConfig(sqlite_path=db, cache=False, alternative_data=[]), FeaturesConfig(names=names)
+    )
+    assert report.computed == ["rsi_14"]
+    assert set(report.skipped) == {"atr_14", "volume_z_20"}
+    assert report.skipped["atr_14"] == "high, low unknown for AAA, BBB, CCC"
+    assert report.skipped["volume_z_20"] == "volume unknown for AAA, BBB, CCC"
+    assert "atr_14" not in frame.columns and frame["rsi_14"].notna().any()
+    assert "feature atr_14 skipped" in caplog.text
+    # Without the marks the pipeline would compute ATR on flat bars (true range = |Δclose|).
+    panel = frame.drop(columns="rsi_14")
+    plain = FeaturePipeline(names=["atr_14"]).transform_panel(panel)
+    assert plain["atr_14"].notna().any()
+    assert unknown_inputs(db, ["AAA"]) == {
+        c: frozenset({"AAA"}) for c in ("open", "high", "low", "volume")
+    }
+
+
+def test_close_only_long_file_and_samples_are_marked_but_full_bars_are_not(tmp_path):
+    close_only = _bars(3, 13)[["Close"]].assign(Date=["2024-01-02", "2024-01-03", "2024-01-04"])
+    full = _bars(3, 14).assign(Date=["2024-01-02", "2024-01-03", "2024-01-04"])
+    result = import_frames(
+        tmp_path / "m.db", [close_only.assign(Symbol="C"), full.assign(Symbol="F")]
+    )
+    assert result.flags == {"close_only": ("C",), "no_volume": ("C",)}
+    flags = read_table(tmp_path / "m.db", "asset_flags")
+    assert set(flags["symbol"]) == {"C"}
