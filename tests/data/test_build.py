@@ -173,3 +173,18 @@ def test_cli_strict_failure_prints_the_failure_table(db):
     assert result.exit_code == 2
     assert "Validation failures" in result.output and "nothing was written" in result.output
     assert read_table(db, "regimes").empty
+
+
+def test_default_labellers_on_a_database_without_sectors(db, caplog):
+    """Index data has no sectors: the default labellers skip sector_rotation with a warning."""
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE assets SET sector = NULL")
+    cfg = DataConfig(sqlite_path=db, cache=False)  # default labellers include sector_rotation
+    assert "sector_rotation" in cfg.regimes.labellers
+    result = build_database(cfg, regimes=True)
+    names = set(read_table(db, "regimes")["name"])
+    assert "sector_rotation" not in names and {"volatility", "liquidity"} <= names
+    assert result.regime_rows > 0 and "sector_rotation skipped" in caplog.text
+    only = DataConfig(sqlite_path=db, cache=False, regimes={"labellers": ["sector_rotation"]})
+    with pytest.raises(ValueError, match=r"assets\.sector is empty"):
+        build_database(only, regimes=True)
