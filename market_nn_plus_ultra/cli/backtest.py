@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from .._io import atomic_write
 from ._common import (
     ClipPositionsOption,
     ConfigOption,
@@ -70,11 +70,8 @@ def _strict(value: object) -> object:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     text = json.dumps(_strict(payload), indent=2, allow_nan=False)
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees a half-written file
+    atomic_write(path, text + "\n")  # a reader never sees a half-written file
 
 
 def backtest(

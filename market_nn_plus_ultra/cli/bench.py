@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from .._io import atomic_write
 from ..config import ModelConfig, PretrainingConfig, TrainingConfig
 from ._common import (
     ConfigOption,
@@ -126,8 +127,7 @@ def profile(
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}", highlight=False)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        atomic_write(json_out, json.dumps(result.as_dict(), indent=2) + "\n")
         wrote("figures", json_out)
 
 

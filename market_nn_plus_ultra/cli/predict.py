@@ -6,13 +6,13 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
+from .._io import atomic_path
 from ._common import (
     ConfigOption,
     IncludeInSampleOption,
@@ -37,13 +37,8 @@ _METRIC_SUFFIXES = (".json", ".csv", ".md")
 
 def _atomic(path: Path, write) -> None:
     """Write through a temporary file beside ``path``, then rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_suffix(path: Path, allowed: tuple[str, ...], option: str) -> None:
@@ -203,9 +198,7 @@ def predict(
                 highlight=False,
             )
             breaches_path = output.with_name(f"{output.stem}_breaches.parquet")
-            tmp = breaches_path.with_name(f".{breaches_path.name}.tmp")
-            agent.breaches.to_parquet(tmp, index=False)
-            tmp.replace(breaches_path)
+            _atomic(breaches_path, lambda tmp: agent.breaches.to_parquet(tmp, index=False))
         console.print(
             f"{len(frame)} predictions for {frame['symbol'].nunique()} symbols on {agent.device}",
             highlight=False,

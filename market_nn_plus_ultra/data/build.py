@@ -6,7 +6,7 @@ reads the panel once, computes the requested outputs, and writes them in
 ONE transaction, replacing what an earlier build wrote for the same labellers / view and
 symbols (so building twice leaves identical tables). With ``output`` the source is first
 copied (SQLite's online backup, so a live WAL is included) to a temporary file beside the
-output, written there, and renamed into place: the source is never touched and the output
+output, written there, fsynced and renamed into place (``atomic_path``): the source is never touched and the output
 is either complete or absent::
 
     result = build_database(cfg.data, regime_labels=True, cross_asset_view=True)
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import DataConfig
+from .._io import atomic_path
+from ..config import DataConfig, RegimeConfig
 from .cross_asset import CrossAssetView, cross_asset_view, parse_context_columns
 from .panel import OHLCV, read_panel
 from .regimes import read_sectors, regime_labels, regimes_table
@@ -94,6 +94,35 @@ def _validate(cfg: DataConfig) -> ValidationReport:
     for failure in report.failures:
         log.warning("validation: %s", failure)
     return report
+
+
+def _regime_settings(cfg: DataConfig, source: Path) -> tuple[RegimeConfig, pd.Series | None]:
+    """The labellers to run and the sectors they need.
+
+    ``sector_rotation`` needs ``assets.sector``: on a database without sectors (index or
+    single-asset data) it is skipped with a warning instead of failing the whole build,
+    unless it is the only labeller asked for.
+    """
+    labelling = cfg.regimes
+    if "sector_rotation" not in labelling.labellers:
+        return labelling, None
+    sectors = read_sectors(source)
+    if sectors is not None and pd.Series(sectors, dtype=object).dropna().size:
+        return labelling, sectors
+    others = [name for name in labelling.labellers if name != "sector_rotation"]
+    if not others:
+        raise ValueError(
+            "data.regimes.labellers is [sector_rotation] but assets.sector is empty — fill "
+            "assets.sector (UPDATE assets SET sector = ... WHERE symbol = ...) or choose "
+            "another labeller (volatility, liquidity)"
+        )
+    log.warning(
+        "sector_rotation skipped: assets.sector is empty in %s — fill assets.sector to label "
+        "sector rotation; labelling %s",
+        source,
+        ", ".join(others),
+    )
+    return labelling.model_copy(update={"labellers": others}), None
 
 
 def _read(cfg: DataConfig, cross_asset: bool, report: ValidationReport) -> pd.DataFrame:
@@ -174,11 +203,9 @@ def build_database(
 
     step("computing")
     if regimes:
-        sectors = read_sectors(source) if "sector_rotation" in cfg.regimes.labellers else None
-        new = regimes_table(regime_labels(panel, cfg.regimes, sectors))
-        kept = _keep_others(
-            _existing(source, "regimes"), "name", set(cfg.regimes.labellers), symbols
-        )
+        labelling, sectors = _regime_settings(cfg, source)
+        new = regimes_table(regime_labels(panel, labelling, sectors))
+        kept = _keep_others(_existing(source, "regimes"), "name", set(labelling.labellers), symbols)
         tables["regimes"] = pd.concat([kept, new], ignore_index=True)
         result.regime_rows = len(new)
         result.label_counts = new.groupby(["name", "value"]).size().rename("rows").reset_index()
@@ -205,13 +232,7 @@ def build_database(
         update_database(target, tables, replace_tables=tuple(tables), metadata=metadata)
         return result
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
+    with atomic_path(target) as tmp:
         _copy(source, tmp)
         update_database(tmp, tables, replace_tables=tuple(tables), metadata=metadata)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return result

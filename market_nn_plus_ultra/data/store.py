@@ -1,9 +1,11 @@
 """SQLite store: atomic writes and small-table reads.
 
 Every write is atomic. A new database is built in a temporary file beside the target and
-renamed over it (:func:`write_database`); changes to an existing database run in one
+renamed over it (:func:`write_database`, through :func:`market_nn_plus_ultra._io.atomic_path`:
+fsynced, unique temporary name); changes to an existing database run in one
 transaction (:func:`update_database`). A crash leaves either the old file or the new one,
-never half of each. Symbols and names are always bound parameters.
+never half of each; a read-only open rolls back the journal a killed writer left
+(:func:`recover_journal`). Symbols and names are always bound parameters.
 
 The fast panel reader lives in :mod:`market_nn_plus_ultra.data.panel`.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_path
 from .schema import ALT_PREFIX, TABLES, alt_table_ddl, ddl
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "parse_timestamps",
     "read_metadata",
     "read_table",
+    "recover_journal",
     "table_columns",
     "update_database",
     "write_database",
@@ -40,7 +44,11 @@ class StoreError(RuntimeError):
 
 
 def connect(path: str | Path, *, readonly: bool = True) -> sqlite3.Connection:
-    """Open a database; read-only by default (a missing file is an error, never created)."""
+    """Open a database; read-only by default (a missing file is an error, never created).
+
+    A read-only open first recovers a hot journal (see :func:`recover_journal`), so a
+    database whose last writer was killed opens as it was before that write.
+    """
     path = Path(path)
     if readonly:
         if not path.exists():
@@ -48,6 +56,7 @@ def connect(path: str | Path, *, readonly: bool = True) -> sqlite3.Connection:
                 f"database {path} does not exist — create one with `plus-ultra data fixture` "
                 "or `plus-ultra data import`"
             )
+        recover_journal(path)
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     else:
         con = sqlite3.connect(path)
@@ -55,8 +64,76 @@ def connect(path: str | Path, *, readonly: bool = True) -> sqlite3.Connection:
         con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.DatabaseError as err:
         con.close()
+        journal = _journal(path)
+        if journal.exists():
+            raise StoreError(_journal_message(path, journal, err)) from None
         raise StoreError(f"{path} is not a readable SQLite database ({err})") from None
     return con
+
+
+def _journal(path: Path) -> Path:
+    return path.with_name(f"{path.name}-journal")
+
+
+def _journal_message(path: Path, journal: Path, err: Exception) -> str:
+    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+        return (
+            f"{path} cannot be opened ({err}): {journal} belongs to a write that is still "
+            "running or could not be rolled back — let the other process finish and run "
+            f'the command again; if none runs, `sqlite3 {path} "PRAGMA integrity_check"` '
+            "rolls the journal back and checks the file."
+        )
+    return (
+        f"{path} cannot be opened ({err}): {journal} holds a write that did not finish "
+        "(the writer was killed or the disk filled up) and rolling it back needs write "
+        f"access, which this user lacks. The data is intact: make {path} and its folder "
+        f"writable and run the command again, or have the file's owner run "
+        f'`sqlite3 {path} "PRAGMA integrity_check"` once (that rolls the journal back).'
+    )
+
+
+def recover_journal(path: str | Path) -> bool:
+    """Roll back a hot journal left beside ``path`` by a killed writer; True if one was there.
+
+    A read-only connection cannot roll a hot journal back and fails with "attempt to
+    write a readonly database"; a read-write connection rolls it back on its first read.
+    A journal that belongs to a live writer is not hot (its writer holds the lock) and
+    SQLite leaves it alone, so this is safe to call at any time. When the file or its
+    folder is not writable nothing is done: the read-only open then reports the journal.
+    """
+    path = Path(path)
+    journal = _journal(path)
+    if not journal.exists():
+        return False
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return True
+    con = sqlite3.connect(path, timeout=1.0)
+    try:
+        con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError:
+        pass  # a live writer's lock or a damaged file: the read-only open reports it
+    finally:
+        con.close()
+    return True
+
+
+def _write_error(path: Path, err: sqlite3.Error) -> StoreError:
+    """A write that SQLite refused, as a message with the path and the fix."""
+    code = getattr(err, "sqlite_errorname", "")
+    if code.startswith("SQLITE_FULL"):
+        why = f"the disk is full — free space where {path} lives and run the command again"
+    elif code.startswith("SQLITE_READONLY"):
+        why = f"{path} or its folder is read-only — make both writable for this user"
+    elif code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        why = "another process holds the database locked — let it finish, then run again"
+    elif code.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        why = f"the operating system refused the write — check the disk and {path.parent}"
+    else:
+        why = "see the SQLite message above"
+    return StoreError(
+        f"writing {path} failed ({err}): {why}. Nothing was written: the database "
+        "holds what it held before this command."
+    )
 
 
 def list_tables(con: sqlite3.Connection) -> list[str]:
@@ -146,30 +223,27 @@ def write_database(
     path = Path(path)
     if path.exists() and not overwrite:
         raise StoreError(f"{path} already exists — pass overwrite=True (CLI: --overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
     try:
-        con = sqlite3.connect(tmp)
-        try:
-            con.execute("PRAGMA journal_mode=OFF")
-            con.execute("PRAGMA synchronous=OFF")
-            with con:
-                for stmt in ddl():
-                    con.execute(stmt)
-                for name, frame in tables.items():
-                    _insert(con, name, frame, replace=False)
-                for key, value in (metadata or {}).items():
-                    con.execute("INSERT OR REPLACE INTO metadata VALUES (?, ?)", (key, value))
-        finally:
-            con.close()
-        os.replace(tmp, path)
+        # No journal and no syncs inside SQLite: the temporary file is thrown away on any
+        # failure, and atomic_path fsyncs it once before the rename.
+        with atomic_path(path) as tmp:
+            con = sqlite3.connect(tmp)
+            try:
+                con.execute("PRAGMA journal_mode=OFF")
+                con.execute("PRAGMA synchronous=OFF")
+                with con:
+                    for stmt in ddl():
+                        con.execute(stmt)
+                    for name, frame in tables.items():
+                        _insert(con, name, frame, replace=False)
+                    for key, value in (metadata or {}).items():
+                        con.execute("INSERT OR REPLACE INTO metadata VALUES (?, ?)", (key, value))
+            finally:
+                con.close()
     except sqlite3.IntegrityError as err:
-        tmp.unlink(missing_ok=True)
         raise StoreError(f"writing {path}: {err} — the rows contain duplicate keys") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except sqlite3.OperationalError as err:
+        raise _write_error(path, err) from None
     return path
 
 
@@ -180,8 +254,14 @@ def _transaction(path: Path) -> Iterator[sqlite3.Connection]:
         con.execute("BEGIN IMMEDIATE")
         yield con
         con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as err:
+        # SQLite rolls back by itself after a full disk or an I/O error; a second ROLLBACK
+        # would fail with "cannot rollback - no transaction is active" and hide the cause.
+        if con.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+        if isinstance(err, sqlite3.OperationalError):
+            raise _write_error(path, err) from None
         raise
     finally:
         con.close()

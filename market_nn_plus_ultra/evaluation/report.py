@@ -10,9 +10,6 @@ file (plotly inlined, works offline) and a Markdown file with PNG charts beside 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._io import atomic_dir, atomic_write
 from .backtest import BacktestResult, backtest, require_columns
 from .metrics import compute_metrics
 from .report_sample import (
@@ -348,17 +346,6 @@ def flatten_summary(summary: Mapping[str, Any], prefix: str = "") -> dict[str, A
     return flat
 
 
-def _replace_dir(staged: Path, target: Path) -> None:
-    """Swap ``staged`` into ``target``; the old folder is removed only after the swap."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staged, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_report(
     data: ReportData,
     output: str | Path,
@@ -368,8 +355,9 @@ def write_report(
 ) -> ReportPaths:
     """Write ``output`` (.html), the ``.md`` beside it and ``<stem>_files/*.png``.
 
-    Everything is rendered into a temporary folder next to ``output`` first and then
-    moved into place, so a failed run never leaves a half-written report.
+    The images are rendered into a temporary folder next to ``output`` and swapped in
+    whole, then each file is written atomically (``atomic_write``: temporary file,
+    fsync, rename), so a failed run never leaves a half-written file.
     ``rolling_window``: bars in the rolling Sharpe (default: about 3 months of bars).
     ``log_scale``: start the equity chart on a log axis (the HTML can toggle it).
     """
@@ -386,19 +374,12 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     md_path = html_path.with_suffix(".md")
     images = folder / f"{html_path.stem}_files"
-    staging = Path(tempfile.mkdtemp(prefix=f".{html_path.stem}.", dir=folder))
-    try:
-        staged_images = staging / images.name
-        staged_images.mkdir()
-        markdown = render_markdown(
-            data, staged_images, rolling_window=rolling_window, log_scale=log_scale
-        )
+    # The PNG folder is staged under a temporary name and swapped in whole; the Markdown
+    # links name the folder, so they are pointed at its final name before writing.
+    with atomic_dir(images) as staged:
+        markdown = render_markdown(data, staged, rolling_window=rolling_window, log_scale=log_scale)
+        markdown = markdown.replace(f"]({staged.name}/", f"]({images.name}/")
         html = render_html(data, rolling_window=rolling_window, log_scale=log_scale)
-        (staging / md_path.name).write_text(markdown, encoding="utf-8")
-        (staging / html_path.name).write_text(html, encoding="utf-8")
-        _replace_dir(staged_images, images)
-        os.replace(staging / md_path.name, md_path)
-        os.replace(staging / html_path.name, html_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    atomic_write(md_path, markdown)
+    atomic_write(html_path, html)
     return ReportPaths(html=html_path, markdown=md_path, images=images)

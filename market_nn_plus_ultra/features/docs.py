@@ -6,9 +6,9 @@ copy is regenerated whenever a feature changes, so the docs never drift from the
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .._io import atomic_write
 from .registry import REGISTRY, FeatureRegistry
 
 __all__ = ["features_markdown", "write_feature_docs"]
@@ -69,9 +69,4 @@ def features_markdown(registry: FeatureRegistry | None = None) -> str:
 
 def write_feature_docs(path: str | Path, registry: FeatureRegistry | None = None) -> Path:
     """Write :func:`features_markdown` to ``path`` atomically and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(features_markdown(registry), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, features_markdown(registry))

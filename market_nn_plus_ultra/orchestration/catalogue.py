@@ -3,9 +3,10 @@
 ``plus-ultra bench sweep`` and ``plus-ultra bench pretraining-comparison`` append to it;
 rows are never removed, so a catalogue accumulates every run made on every machine
 that shares it. The one update: when a sweep ends, its rows get their deflated Sharpe
-ratio over the sweep's trials (:func:`deflate_catalogue`). Each write is atomic: the old rows and the new ones are written to a
-temporary file beside the catalogue, which then replaces it (``os.replace``), so a
-crash mid-write never leaves a truncated catalogue. The columns are
+ratio over the sweep's trials (:func:`deflate_catalogue`). Each write is atomic: the
+old rows and the new ones are written to a temporary file beside the catalogue, fsynced,
+which then replaces it (``atomic_path``), so a crash mid-write never leaves a truncated
+catalogue. The columns are
 :data:`CATALOGUE_COLUMNS` (docs/benchmarks.md explains each one).
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._io import atomic_path
 from ..config import Config, config_to_dict
 from ..data.store import summarise_series
 from ..evaluation.backtest import backtest
@@ -219,9 +221,8 @@ def append_catalogue(path: str | Path, rows: list[dict[str, Any]]) -> pd.DataFra
 
 
 def _write(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def deflate_rows(rows: pd.DataFrame) -> pd.DataFrame:

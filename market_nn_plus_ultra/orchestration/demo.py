@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._io import atomic_path
 from ..config import Config, config_to_dict, load_config, save_config
 from ..data.fixtures import write_fixture
 from ..data.samples import import_samples
@@ -262,9 +263,8 @@ def run_demo(
     agent = Agent.from_checkpoint(result.train.checkpoint_dir, device="cpu")
     frame = agent.predict(cfg.data.sqlite_path, start=_held_out_start(result.train))
     result.predictions_path = output / "predictions.parquet"
-    tmp = result.predictions_path.with_name(".predictions.parquet.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(result.predictions_path)
+    with atomic_path(result.predictions_path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
     step("walk forward")
     result.walkforward = walkforward_from_files(

@@ -25,7 +25,6 @@ with the baselines refitted on each fold's training bars beside the model.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._io import atomic_path, atomic_write
 from ..config import Config
 from ..evaluation.baselines import TimeSplit
 from ..evaluation.sample import select_sample
@@ -168,12 +168,8 @@ def _check_folder(folder: Path, fold: RetrainFold) -> None:
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -195,7 +191,7 @@ def _run_fold(cfg: Config, panel: pd.DataFrame, fold: RetrainFold, folder: Path)
     )
     frame.insert(2, "fold", fold.name)
     # written once the run folder exists (Lightning warns about non-empty folders)
-    (folder / _FOLD_INFO).write_text(json.dumps(fold.describe(), indent=2) + "\n")
+    atomic_write(folder / _FOLD_INFO, json.dumps(fold.describe(), indent=2) + "\n")
     return frame
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from .._io import atomic_path
 from ..config import DiagnosticsConfig
 from ..models.losses import direction_labels
 from .module import TradingModule
@@ -404,10 +404,8 @@ class TrainingDiagnosticsCallback(Callback):
     def _write(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero or not self.rows:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        pd.DataFrame(self.rows).to_parquet(tmp, index=False)
-        tmp.replace(self.path)  # readers never see a half-written file
+        with atomic_path(self.path) as tmp:  # readers never see a half-written file
+            pd.DataFrame(self.rows).to_parquet(tmp, index=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,10 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from market_nn_plus_ultra._io import atomic_write
 from market_nn_plus_ultra.config import Config, save_config
+from market_nn_plus_ultra.training.checkpoint_io import AtomicCheckpointIO
+from market_nn_plus_ultra.training.checks import check_config
 from market_nn_plus_ultra.training.contrastive import ContrastiveModule
 from market_nn_plus_ultra.training.data import MarketDataModule
 from market_nn_plus_ultra.training.masked import MaskedTimeSeriesModule, PretrainingModule
@@ -165,15 +167,8 @@ def _trainer(cfg: Config, out: Path, validate: bool) -> L.Trainer:
         limit_val_batches=1.0 if validate else 0,
         num_sanity_val_steps=0,
         default_root_dir=out,
+        plugins=[AtomicCheckpointIO()],  # last.ckpt: temp file, fsync, rename
     )
-
-
-def _atomic_checkpoint(trainer: L.Trainer, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp)  # every rank calls it; Lightning writes on rank 0 only
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
-    return path
 
 
 def pretrain(cfg: Config) -> PretrainResult:
@@ -183,6 +178,7 @@ def pretrain(cfg: Config) -> PretrainResult:
     ``cfg.pretraining.checkpoint_dir`` and the objective before/after on fixed
     validation windows.
     """
+    check_config(cfg, head=False)  # backbone and feature names, before any data is read
     started = time.perf_counter()
     p = cfg.pretraining
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -201,7 +197,8 @@ def pretrain(cfg: Config) -> PretrainResult:
     trainer = _trainer(cfg, out, validate=len(dm.datasets["val"]) > 0)
     trainer.fit(module, datamodule=dm)
 
-    last = _atomic_checkpoint(trainer, out / "last.ckpt")
+    last = out / "last.ckpt"
+    trainer.save_checkpoint(last)  # every rank calls it; rank 0 writes, atomically
     backbone_path = out / "backbone.pt"
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
         save_backbone(backbone_path, module.backbone, cfg.model, columns)
@@ -225,7 +222,5 @@ def pretrain(cfg: Config) -> PretrainResult:
         seconds=time.perf_counter() - started,
     )
     if trainer.is_global_zero:
-        tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(result), indent=2, default=str))
-        os.replace(tmp, metrics_path)
+        atomic_write(metrics_path, json.dumps(asdict(result), indent=2, default=str))
     return result

@@ -17,7 +17,6 @@ a Lightning ``.ckpt`` written by pretraining (the ``backbone.`` entries of its
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from market_nn_plus_ultra._io import atomic_path
 from market_nn_plus_ultra.config import ModelConfig
 
 __all__ = [
@@ -126,9 +126,8 @@ def save_backbone(
         "feature_columns": [str(c) for c in feature_columns],
         "backbone_state_dict": _plain_state(backbone),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a reader never sees a half-written file
+    with atomic_path(path) as tmp:  # a reader never sees a half-written file
+        torch.save(payload, tmp)
     return path
 
 

@@ -18,9 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_dir
 from ._panel import WindowsError, check_column, check_index, resolve_columns
 from .tensors import MarketTensors
 
@@ -56,9 +54,12 @@ def tensor_cache_key(
 ) -> str:
     """Hex key of (panel version, features, horizon, target): equal keys ⇒ equal tensors.
 
-    ``source_version`` identifies the panel's source (e.g. ``data.panel.cache_key(db, ...)``
-    plus the feature pipeline's version). Without it the panel's content is hashed
-    (``pandas.util.hash_pandas_object``: about a second per few million rows).
+    ``source_version`` identifies the panel's source (e.g. ``data.panel.cache_key(db, ...)``,
+    which hashes a fingerprint of the database's content — SQLite's change counter, or
+    the file's bytes in WAL mode — not only its mtime, plus the feature pipeline's
+    version). Without it the panel's content is hashed (``pandas.util.hash_pandas_object``:
+    about a second per few million rows). A source version built from file times alone
+    would reuse stale tensors after a write whose mtime was restored.
     """
     if source_version is None:
         columns = list(dict.fromkeys([*feature_columns, *context_columns, "close"]))
@@ -78,40 +79,35 @@ def tensor_cache_key(
     return digest[:24]
 
 
-def _temp_dir(directory: Path) -> Path:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    return tmp
-
-
-def _finish(tensors: MarketTensors, tmp: Path, directory: Path) -> None:
-    """Write the labels (the completeness marker) and rename the folder into place."""
-    np.save(tmp / "timestamps.npy", tensors.timestamps.as_unit("ns").asi8)
+def _write_labels(tensors: MarketTensors, staged: Path, directory: Path) -> None:
+    """Write the labels; ``meta.json`` last, as the marker of a complete cache."""
+    np.save(staged / "timestamps.npy", tensors.timestamps.as_unit("ns").asi8)
     meta = tensors.meta() | {"format": _FORMAT, "version": tensors.version or directory.name}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.rename(tmp, directory)
-    except OSError:
-        if (directory / "meta.json").exists():
-            return  # another process published the same version first: keep theirs
-        raise WindowsError(
-            f"cannot publish tensor cache {directory}: the folder exists but is not a complete "
-            "cache — delete it, or point windows.cache_dir elsewhere"
-        ) from None
+    (staged / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _already_published(directory: Path) -> None:
+    """``directory`` appeared while we wrote: keep it if complete, else say how to fix it."""
+    if (directory / "meta.json").exists():
+        return  # another process published the same version first: keep theirs
+    raise WindowsError(
+        f"cannot publish tensor cache {directory}: the folder exists but is not a complete "
+        "cache — delete it, or point windows.cache_dir elsewhere"
+    )
 
 
 def write_memmap(tensors: MarketTensors, directory: Path) -> MarketTensors:
     """Save every array as ``.npy`` in ``directory`` (atomically) and reopen it memory-mapped."""
-    tmp = _temp_dir(directory)
     try:
-        for name in (*_REQUIRED, *_OPTIONAL):
-            array = getattr(tensors, name)
-            if array is not None:
-                np.save(tmp / f"{name}.npy", array)
-        _finish(tensors, tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # A staged folder (fsynced, unique per process) renamed into place in one step.
+        with atomic_dir(directory, replace=False) as staged:
+            for name in (*_REQUIRED, *_OPTIONAL):
+                array = getattr(tensors, name)
+                if array is not None:
+                    np.save(staged / f"{name}.npy", array)
+            _write_labels(tensors, staged, directory)
+    except FileExistsError:
+        _already_published(directory)
     return open_memmap(directory)
 
 
@@ -152,24 +148,24 @@ def open_memmap(directory: Path) -> MarketTensors:
 
 def _build_on_disk(panel: pd.DataFrame, directory: Path, key: str, **kwargs) -> MarketTensors:
     """Scatter the panel straight into ``.npy`` memmaps, so the tensors never sit in RAM."""
-    tmp = _temp_dir(directory)
     try:
+        with atomic_dir(directory, replace=False) as staged:
 
-        def alloc(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-            return np.lib.format.open_memmap(
-                tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape
-            )
+            def alloc(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+                return np.lib.format.open_memmap(
+                    staged / f"{name}.npy", mode="w+", dtype=dtype, shape=shape
+                )
 
-        tensors = MarketTensors.from_panel(panel, alloc=alloc, **kwargs)
-        tensors.version = key
-        for name in (*_REQUIRED, *_OPTIONAL):
-            array = getattr(tensors, name)
-            if isinstance(array, np.memmap):
-                array.flush()
-        _finish(tensors, tmp, directory)
-        del tensors
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            tensors = MarketTensors.from_panel(panel, alloc=alloc, **kwargs)
+            tensors.version = key
+            for name in (*_REQUIRED, *_OPTIONAL):
+                array = getattr(tensors, name)
+                if isinstance(array, np.memmap):
+                    array.flush()
+            _write_labels(tensors, staged, directory)
+            del tensors
+    except FileExistsError:
+        _already_published(directory)
     return open_memmap(directory)
 
 
