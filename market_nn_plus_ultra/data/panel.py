@@ -4,18 +4,15 @@ A cold read runs one query per symbol on a small pool of threads through the
 Arrow-native SQLite driver (ADBC), so rows go from SQLite's C cursor into Arrow
 buffers without a Python object per value; SQLite converts the ISO-8601 text
 timestamps to integer milliseconds in the same pass. The result is written to a
-Parquet cache keyed by the database's version (file size and modification time,
-WAL included) and the request, so the next identical read runs at Parquet speed and
-any write to the database invalidates it.
+self-checking Parquet cache (:mod:`.panel_cache`) keyed by a fingerprint of the
+database's content and the request, so the next identical read runs at Parquet speed,
+any write to the database invalidates it, and a corrupt cache file is never served.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,8 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from .panel_cache import CacheEntry, Decoded, cache_key
 from .store import StoreError, connect, list_tables
 
 __all__ = ["OHLCV", "cache_key", "read_panel"]
@@ -33,7 +30,6 @@ __all__ = ["OHLCV", "cache_key", "read_panel"]
 log = logging.getLogger(__name__)
 
 OHLCV = ("open", "high", "low", "close", "volume")
-_READER_VERSION = "2"
 _BLOCK_ROWS = 1 << 16  # rows per block when interleaving symbols' columns
 # Text timestamp → integer ms since the epoch, inside SQLite (handles Z, offsets, .fff).
 _TS_MS = "CAST(round((julianday(timestamp) - 2440587.5) * 86400000.0) AS INTEGER)"
@@ -53,31 +49,15 @@ def _bounds(start: str | None, end: str | None) -> tuple[int | None, int | None]
     return lo, hi
 
 
-def _version(db: Path) -> dict[str, int]:
-    """What changes whenever the database's content changes."""
-    out: dict[str, int] = {}
-    for suffix in ("", "-wal"):
-        path = Path(f"{db}{suffix}")
-        if path.exists():
-            st = path.stat()
-            out[f"size{suffix}"] = st.st_size
-            out[f"mtime{suffix}"] = st.st_mtime_ns
-    return out
-
-
-def cache_key(db: str | Path, **request: object) -> str:
-    """Hex key of (database version, request): equal keys ⇒ identical panels."""
-    db = Path(db).resolve()
-    payload = {"db": str(db), "version": _version(db), "reader": _READER_VERSION, **request}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
-        :24
-    ]
-
-
 def _adbc_connect(db: Path):
     import adbc_driver_sqlite.dbapi as adbc
 
-    return adbc.connect(f"file:{db}?mode=ro")
+    con = adbc.connect(f"file:{db}?mode=ro")
+    # A WAL-mode database is briefly locked while a first reader rebuilds its index (and
+    # the pool opens several readers at once): wait for it rather than fail "locked".
+    with contextlib.closing(con.cursor()) as cur:
+        cur.execute("PRAGMA busy_timeout = 5000")
+    return con
 
 
 def _fetch(db: Path, sql: str, params: Sequence[object]) -> pa.Table:
@@ -311,13 +291,8 @@ def _resolve_symbols(db: Path, symbols: Sequence[str] | None) -> tuple[list[str]
     return sorted(set(symbols)), has_indicators  # the panel is sorted by time, then symbol
 
 
-def _cache_path(db: Path, cache_dir: Path | None, key: str) -> Path:
-    folder = cache_dir if cache_dir is not None else db.parent / ".plus_ultra_cache"
-    return folder / f"panel-{db.stem}-{key}.parquet"
-
-
-def _write_cache(panel: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _panel_table(panel: pd.DataFrame) -> pa.Table:
+    """The panel as the Arrow table the cache stores (index levels become columns)."""
     ts = panel.index.get_level_values(0)
     sym = panel.index.get_level_values(1)
     arrays = {
@@ -330,24 +305,12 @@ def _write_cache(panel: pd.DataFrame, path: Path) -> None:
         else pa.array([], type=pa.dictionary(pa.int32(), pa.string())),
     }
     arrays.update({c: pa.array(panel[c].to_numpy()) for c in panel.columns})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.table(arrays), tmp, compression="lz4")
-    tmp.replace(path)
+    return pa.table(arrays)
 
 
-def _read_cache(path: Path) -> pd.DataFrame:
-    table = pq.read_table(path)
-    ts = table.column("timestamp").cast(pa.int64()).to_numpy() // 1_000_000
-    sym = table.column("symbol").combine_chunks()
-    symbols = sym.dictionary.to_pylist() if len(sym) else []
-    codes = sym.indices.to_numpy(zero_copy_only=False) if len(sym) else np.empty(0, np.int32)
-    index = _make_index(ts, codes, symbols)
-    data = {
-        name: table.column(name).to_numpy()
-        for name in table.column_names
-        if name not in ("timestamp", "symbol")
-    }
-    return pd.DataFrame(data, index=index, copy=False)
+def _panel_from_cache(decoded: Decoded) -> pd.DataFrame:
+    index = _make_index(decoded.ts_ms, decoded.codes, decoded.symbols)
+    return pd.DataFrame(decoded.columns, index=index, copy=False)
 
 
 def read_panel(
@@ -376,28 +339,44 @@ def read_panel(
             "or `plus-ultra data import`"
         )
     lo, hi = _bounds(start, end)
-    # The key is the request itself plus the database version, so a hit never opens the
-    # database: the same request on the same file content gives the same panel.
-    request = list(symbols) if symbols is not None else None
-    key = cache_key(db, symbols=request, lo=lo, hi=hi, indicators=include_indicators)
-    path = _cache_path(db, Path(cache_dir) if cache_dir else None, key)
-    if cache and path.exists():
+    # The key is the request itself plus the database's content fingerprint, so a hit
+    # never opens the database: the same request on the same content gives the same panel.
+    entry = None
+    if cache:
+        request = {
+            "symbols": list(symbols) if symbols is not None else None,
+            "lo": lo,
+            "hi": hi,
+            "indicators": include_indicators,
+        }
         try:
-            return _read_cache(path)
-        except (OSError, pa.ArrowException) as err:
-            log.warning("panel cache %s unreadable (%s); reading the database", path, err)
+            entry = CacheEntry.of(db, Path(cache_dir) if cache_dir else None, request)
+        except OSError as err:  # unreadable header: the database open below says why
+            log.warning("panel cache off for %s: cannot fingerprint it (%s)", db, err)
+        decoded = entry.load() if entry is not None else None  # None: absent or corrupt
+        if decoded is not None:
+            return _panel_from_cache(decoded)
 
     symbol_list, has_indicators = _resolve_symbols(db, symbols)
     include_indicators = include_indicators and has_indicators
     workers = max(1, min(threads, len(symbol_list)))
     with ThreadPoolExecutor(workers) as pool:
-        parts = list(
-            pool.map(lambda s: _read_symbol(db, s, lo, hi, include_indicators), symbol_list)
-        )
-        panel = _assemble(symbol_list, parts, pool)
-    if cache:
         try:
-            _write_cache(panel, path)
+            parts = list(
+                pool.map(lambda s: _read_symbol(db, s, lo, hi, include_indicators), symbol_list)
+            )
+            panel = _assemble(symbol_list, parts, pool)
+        except Exception:
+            # Text in a REAL column ('n/a') fails in Arrow's cast or ADBC's type check, a
+            # missing column in ADBC's prepare, an unparseable time in _read_symbol: name
+            # the rows as `data validate` does; anything else is re-raised as it was.
+            from .validation_entry import raise_unreadable
+
+            raise_unreadable(db, symbol_list, lo, hi, indicators=include_indicators)
+            raise
+    if entry is not None:
+        try:
+            entry.store(_panel_table(panel))
         except OSError as err:
-            log.warning("could not write panel cache %s (%s)", path, err)
+            log.warning("could not write panel cache %s (%s)", entry.path, err)
     return panel
