@@ -11,9 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,8 +25,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.exceptions import TyperException
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, load_config
+from ._errors import BUG_EXIT_CODE, bug_report, user_message
 
 if TYPE_CHECKING:
     from ..evaluation.sample import ScoredSample
@@ -115,20 +119,30 @@ def _plain(value: object) -> object:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a clean error (no traceback) and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the library's user-facing errors into a one-paragraph message and exit 2."""
-    from ..data.store import StoreError
+    """Errors the user can fix become one message and exit 2; anything else is a bug.
 
+    Known errors (see :mod:`._errors`): the library's own error types and the
+    ``ValueError``/``KeyError`` it raises on purpose, OS errors (read-only folder, full
+    disk, a path that is a folder) and SQLite's (locked, read-only, damaged database),
+    each with the path and the fix. An unexpected exception prints the last frames of
+    its traceback, says it is a bug to report, and exits 3.
+    """
     try:
         yield
-    except (ConfigError, StoreError, ValueError, FileNotFoundError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        raise fail(str(message)) from None
+    except (typer.Exit, typer.Abort, TyperException, click.exceptions.ClickException):
+        raise  # typer's own exits and usage errors keep their codes
+    except Exception as err:
+        message = user_message(err)
+        if message is not None:
+            raise fail(message) from None
+        console.print(f"[bold red]internal error:[/] {escape(bug_report(err))}", highlight=False)
+        raise typer.Exit(BUG_EXIT_CODE) from None
 
 
 def progress() -> Progress:

@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperCommand
 
 from ..data.fixture_config import FixtureConfig
+from ..data.symbols import split_symbols
 from ._common import console, progress, user_errors, wrote
 from .data import app
 
@@ -81,14 +82,12 @@ def fixture(
 ) -> None:
     """Generate a synthetic market database: validated, written atomically, ground truth in
     `metadata` (see docs/fixtures.md)."""
-    chosen = [s for value in symbols or [] for s in value.split(",") if s.strip()]
-    names = [s.strip() for s in chosen] or list(
-        _FIELDS["symbols"].get_default(call_default_factory=True)
-    )
     from ..data.fixtures import write_fixture  # the generator: numpy, pandas, scipy
 
     began = time.perf_counter()
     with user_errors(), progress() as bar:
+        given = split_symbols(symbols)  # --symbols "," is an error, not the defaults
+        names = given or list(_FIELDS["symbols"].get_default(call_default_factory=True))
         task = bar.add_task("generating, validating and writing the fixture", total=1)
         path = write_fixture(
             out,

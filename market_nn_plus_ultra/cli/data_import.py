@@ -136,7 +136,12 @@ def import_command(
     ] = False,
     adjust: Adjust = True,
 ) -> None:
-    """Import CSV/Parquet bars or package-shipped real market data into a database."""
+    """Import CSV/Parquet bars or package-shipped real market data into a database.
+
+    Example: plus-ultra data import data/market.db --csv AAPL.csv MSFT.csv --asset-class equity
+
+    Example: plus-ultra data import data/market.db --sample sp500 nasdaq --append
+    """
     from ..data.importers import import_frames
     from ..data.samples import import_samples
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
+from ..data.symbols import split_symbols
 from ._common import ConfigOption, SetOption, console, load, out, progress, user_errors, wrote
 
 __all__ = ["app"]
@@ -148,7 +149,7 @@ def compute(
             overrides,
             **{
                 "data.sqlite_path": db,
-                "data.symbols": _names(symbols),
+                "data.symbols": split_symbols(symbols),  # "," is an error, not "all"
                 "features.names": _names(features),
             },
         )

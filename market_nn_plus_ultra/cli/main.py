@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from .. import __version__
 from . import bench as bench_cmds
@@ -20,7 +22,36 @@ from .report import report
 from .train import train
 from .walkforward import walkforward
 
+
+def _escape_help(command: Any) -> None:
+    """Escape rich markup in ``command``'s help texts, and its sub-commands', in place.
+
+    Help is written as plain text and shown exactly as written: without this, rich reads
+    ``[config: default 252]`` or ``--set data.symbols=[SPY,QQQ]`` as style tags and drops
+    them. No help text uses rich markup on purpose.
+    """
+    for attr in ("help", "short_help", "epilog"):
+        text = getattr(command, attr, None)
+        if text:
+            setattr(command, attr, escape(text))
+    # duck-typed: typer ships its own copy of click, whose classes are not click's
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)  # type: ignore[attr-defined]
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _escape_help(sub)
+
+
+class _PlainHelpGroup(TyperGroup):
+    """The root group: built once per run with every sub-command, whose help it escapes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _escape_help(self)
+
+
 app = typer.Typer(
+    cls=_PlainHelpGroup,
     name="plus-ultra",
     help="Market NN Plus Ultra: from one SQLite file of market data to validated features, "
     "trained sequence models and honest walk-forward reports.",

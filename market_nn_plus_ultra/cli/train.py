@@ -6,9 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
-from ..config import DiagnosticsConfig, field_help
+from ..config import DiagnosticsConfig, ModelConfig, TrainingConfig, field_help
 from ._common import ConfigOption, SetOption, load, out, user_errors, wrote
+
+
+def _cfg(section: type[BaseModel], prefix: str, name: str) -> typer.models.OptionInfo:
+    """An option that sets ``prefix.name``; its help the field's description and default."""
+    return typer.Option(help=f"{prefix}.{name}: {field_help(section, name)}")
 
 
 def _diag(name: str) -> typer.models.OptionInfo:
@@ -26,16 +32,16 @@ def train(
         Path | None,
         typer.Option(help="Continue an interrupted run from last.ckpt or a step-N.ckpt."),
     ] = None,
-    architecture: Annotated[str | None, typer.Option(help="model.architecture")] = None,
-    depth: Annotated[int | None, typer.Option(help="model.depth")] = None,
-    model_dim: Annotated[int | None, typer.Option(help="model.d_model")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="training.batch_size")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="training.learning_rate")] = None,
-    max_epochs: Annotated[int | None, typer.Option(help="training.max_epochs")] = None,
-    accelerator: Annotated[
-        str | None, typer.Option(help="training.accelerator: cpu|gpu|auto")
+    architecture: Annotated[str | None, _cfg(ModelConfig, "model", "architecture")] = None,
+    depth: Annotated[int | None, _cfg(ModelConfig, "model", "depth")] = None,
+    model_dim: Annotated[int | None, _cfg(ModelConfig, "model", "d_model")] = None,
+    batch_size: Annotated[int | None, _cfg(TrainingConfig, "training", "batch_size")] = None,
+    learning_rate: Annotated[
+        float | None, _cfg(TrainingConfig, "training", "learning_rate")
     ] = None,
-    devices: Annotated[str | None, typer.Option(help="training.devices: a count or 'auto'")] = None,
+    max_epochs: Annotated[int | None, _cfg(TrainingConfig, "training", "max_epochs")] = None,
+    accelerator: Annotated[str | None, _cfg(TrainingConfig, "training", "accelerator")] = None,
+    devices: Annotated[str | None, _cfg(TrainingConfig, "training", "devices")] = None,
     wandb_offline: Annotated[
         bool, typer.Option("--wandb-offline", help="Log to Weights & Biases, offline.")
     ] = False,
@@ -54,7 +60,16 @@ def train(
     diagnostics_bias_threshold: Annotated[float | None, _diag("bias_threshold")] = None,
     diagnostics_error_threshold: Annotated[float | None, _diag("error_threshold")] = None,
 ) -> None:
-    """Train the configured model; print where checkpoints, logs and metrics went."""
+    """Train the configured model; print where checkpoints, logs and metrics went.
+
+    Reads the database of data.sqlite_path, builds the features and windows, fits the
+    model on the training split, picks the best checkpoint on validation and scores the
+    test split; everything lands in training.checkpoint_dir.
+
+    Example: plus-ultra train --config configs/default.yaml --max-epochs 5 --accelerator cpu
+
+    Example: plus-ultra train --config outputs/run/config.yaml --resume outputs/run/last.ckpt
+    """
     from ..training import train as run_training
 
     with user_errors():

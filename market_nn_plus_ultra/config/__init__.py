@@ -15,12 +15,14 @@ Unknown keys are errors with a "did you mean" hint.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from .._io import atomic_write
 from ._base import ConfigError, _Section
 from .data import (
     AlternativeDataSpec,
@@ -123,37 +125,49 @@ class Config(_Section):
 # --------------------------------------------------------------------------------------
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a field's annotation: ``X``, ``list[X]``, ``X | None``, …."""
+    if isinstance(annotation, type):
+        return annotation if issubclass(annotation, BaseModel) else None
+    for arg in typing.get_args(annotation):  # list[X], dict[str, X], X | None, Annotated
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _known_keys(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
-    """Field names of the sub-model reached by ``path`` (best effort, for hints)."""
-    current: Any = model
+    """Field names of the sub-model reached by ``path`` (list indices pass through)."""
+    current: type[BaseModel] | None = model
     for part in path:
         if isinstance(part, int):
-            continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
+            continue  # an entry of a list section: same model as the list's items
+        fields = current.model_fields if current is not None else {}
+        if part not in fields:
             return []
-        annotation = fields[part].annotation
-        current = annotation if isinstance(annotation, type) else None
-        if current is None:
-            return []
-    fields = getattr(current, "model_fields", None)
-    return sorted(fields) if fields else []
+        current = _section_model(fields[part].annotation)
+    return sorted(current.model_fields) if current is not None else []
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    """``("data", "alternative_data", 0, "name")`` → ``data.alternative_data[0].name``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def _format_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for item in err.errors():
         loc = tuple(item["loc"])
-        dotted = ".".join(str(p) for p in loc)
+        dotted = _dotted(loc)
         if item["type"] == "extra_forbidden":
             known = _known_keys(Config, loc[:-1])
             guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = (
-                f" — did you mean `{'.'.join([*map(str, loc[:-1]), guess[0]])}`?" if guess else ""
-            )
-            lines.append(
-                f"  unknown option `{dotted}`{hint} Known options here: {', '.join(known)}."
-            )
+            hint = f" — did you mean `{_dotted((*loc[:-1], guess[0]))}`?" if guess else ""
+            listing = f" Known options here: {', '.join(known)}." if known else ""
+            lines.append(f"  unknown option `{dotted}`{hint}{listing}")
         else:
             lines.append(
                 f"  `{dotted}`: {item['msg']} (got {item.get('input')!r})"
@@ -231,16 +245,16 @@ def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def field_help(model: type[BaseModel], name: str) -> str:
-    """The description of a config field, for reuse as CLI ``--help`` text."""
+    """The description of a config field and its default, for reuse as CLI ``--help`` text.
+
+    Plain text, e.g. ``"Walk-forward: bars in each fold's training window. [config: default
+    252]"``; the CLI shows square brackets as written (it escapes rich markup).
+    """
     info = model.model_fields[name]
-    default = info.default
-    return f"{info.description} [config: default {default!r}]"
+    default = info.get_default(call_default_factory=True)  # list defaults use a factory
+    shown = default.model_dump(mode="json") if isinstance(default, BaseModel) else default
+    return f"{info.description} [config: default {shown!r}]"

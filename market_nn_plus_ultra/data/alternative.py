@@ -196,7 +196,9 @@ def _asof(keys: pd.DataFrame, side: pd.DataFrame, columns: list[ResolvedAltColum
     per_symbol = columns[0].join == "per_symbol"
     right = side[["timestamp", *(["symbol"] if per_symbol else []), *(c.column for c in columns)]]
     right = right.rename(columns={c.column: c.feature for c in columns})
-    right = right.assign(timestamp=_utc_ns(right["timestamp"]).to_numpy())
+    # aligned Series, not .to_numpy(): an empty side (no rows for the chosen symbols) would
+    # otherwise become object dtype and merge_asof refuses to join it onto datetime keys
+    right = right.assign(timestamp=_utc_ns(right["timestamp"]).set_axis(right.index))
     right = right.dropna(subset=["timestamp"]).sort_values("timestamp", kind="stable")
     if per_symbol:
         right = right.assign(symbol=right["symbol"].astype(str))

@@ -6,9 +6,9 @@ the field descriptions without importing the generator.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .symbols import check_symbols
 
 __all__ = ["ALT_TABLES", "DEFAULT_SYMBOLS", "FixtureConfig"]
 
@@ -16,8 +16,6 @@ __all__ = ["ALT_TABLES", "DEFAULT_SYMBOLS", "FixtureConfig"]
 ALT_TABLES = ("alt_macro", "alt_funding", "alt_sentiment", "alt_implied_vol", "alt_onchain")
 #: Symbols of the default fixture: three equity ETFs and two crypto pairs.
 DEFAULT_SYMBOLS = ("SPY", "QQQ", "IWM", "BTC-USD", "ETH-USD")
-
-_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_^=]*$")
 
 
 class FixtureConfig(BaseModel):
@@ -64,13 +62,7 @@ class FixtureConfig(BaseModel):
     def _symbols(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("give at least one symbol, e.g. --symbols SPY BTC-USD")
-        bad = [s for s in value if not _SYMBOL.match(s)]
-        if bad:
-            raise ValueError(f"{bad}: symbols are letters, digits and . - _ ^ = (e.g. BRK.B)")
-        dupes = sorted({s for s in value if value.count(s) > 1})
-        if dupes:
-            raise ValueError(f"{dupes} given more than once — list each symbol once")
-        return value
+        return check_symbols(value, "--symbols")  # the same rule as `data import`
 
     @field_validator("freq")
     @classmethod

@@ -35,6 +35,7 @@ from .normalise import (
     read_source,
 )
 from .store import StoreError, read_table, update_database, write_database
+from .symbols import check_symbols
 from .validation import validate_tables
 
 __all__ = [
@@ -165,7 +166,7 @@ def write_series(
             "data changes nothing) or --overwrite to rebuild it"
         )
     have = read_table(path, "assets") if updating else pd.DataFrame(columns=list(ASSET_COLUMNS))
-    symbols = sorted(series["symbol"].unique())
+    symbols = check_symbols(sorted(series["symbol"].unique()), f"importing into {path}")
     fresh = sorted(set(symbols) - set(have["symbol"]))
     first_id = int(have["asset_id"].max()) + 1 if len(have) else 1
     added = _new_assets(fresh, assets, first_id)

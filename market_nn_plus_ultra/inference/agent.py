@@ -33,7 +33,9 @@ from ..evaluation.sample import METADATA_KEY, SAMPLE_COLUMN, label_samples, samp
 from ..features.compute import compute_features
 from ..models import HeadOutput, TradingModel, build_model
 from ..training import CheckpointError, MarketDataModule
+from ..training.checks import check_config
 from ..training.data import normaliser_from_state
+from ..training.safe_load import read_checkpoint
 from ..windows import MarketTensors, Normaliser, SlidingWindowDataset, build_tensors
 from .benchmark import benchmark_returns
 
@@ -126,11 +128,8 @@ class Agent:
                     f"{run / 'model_info.json'} has no {key!r} — it was not written by "
                     "`plus-ultra train`; retrain to get a complete run folder"
                 )
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as err:  # a truncated or foreign file: say which and why
-            raise CheckpointError(f"{ckpt_path}: not a readable checkpoint ({err})") from None
-        hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+        ckpt = read_checkpoint(ckpt_path)  # weights_only: a pickle that runs code is refused
+        hp = ckpt.get("hyper_parameters", {})
         if "model" not in hp or "state_dict" not in ckpt:
             raise CheckpointError(
                 f"{ckpt_path}: not a `plus-ultra train` checkpoint (no model hyper-parameters "
@@ -203,6 +202,7 @@ class Agent:
         to the newest bar. ``symbols``: default the run's ``data.symbols``.
         """
         cfg = self.config
+        check_config(cfg, head=False)  # feature names (plugins included), before the read
         data = cfg.data.model_copy(
             update={
                 "sqlite_path": Path(db) if db is not None else cfg.data.sqlite_path,

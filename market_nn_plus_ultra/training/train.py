@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,22 +37,22 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
 )
 
+from .._io import atomic_path, atomic_write
 from ..config import Config, config_to_dict, save_config
 from ..evaluation.metrics import infer_periods_per_year
 from ..windows import SymbolReport
+from .checkpoint_io import AtomicCheckpointIO
+from .checks import check_config
 from .curriculum import CurriculumCallback, CurriculumScheduler
 from .data import MarketDataModule
 from .diagnostics import TrainingDiagnosticsCallback
 from .module import TradingModule
+from .safe_load import CheckpointError, read_checkpoint
 from .tracking import build_loggers
 
 __all__ = ["CheckpointError", "TrainResult", "resolve_precision", "train"]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint to resume or warm-start from is missing or does not fit the config."""
 
 
 @dataclass
@@ -89,11 +88,8 @@ def _check_resume(path: Path, n_features: int, cfg: Config) -> None:
             f"--resume {path}: no such checkpoint — pass last.ckpt or a steps/step-*.ckpt "
             "file from the training.checkpoint_dir of the run to continue"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file: say which and why
-        raise CheckpointError(f"--resume {path}: not a readable checkpoint ({err})") from None
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    ckpt = read_checkpoint(path, "--resume ")  # weights_only: a pickle that runs code is refused
+    hp = ckpt.get("hyper_parameters", {})
     if "model" not in hp or "n_features" not in hp:
         raise CheckpointError(
             f"--resume {path}: not a `plus-ultra train` checkpoint (no model hyper-parameters)"
@@ -197,10 +193,7 @@ def _has_rich() -> bool:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(payload, indent=2, default=str))
 
 
 def _model_info(dm: MarketDataModule, cfg: Config, periods_per_year: float) -> dict[str, Any]:
@@ -239,9 +232,8 @@ def _test_predictions(module: TradingModule, dm: MarketDataModule, path: Path) -
             "realised_return": c["realised"].astype("float64"),
         }
     ).sort_values(["timestamp", "symbol"], ignore_index=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return path
 
 
@@ -264,6 +256,7 @@ def train(
     to continue exactly where it stopped: weights, optimiser, schedule, epoch, position in
     the epoch's data order and RNG states. ``callbacks`` are added to the Trainer's.
     """
+    check_config(cfg)  # registry names and horizons, before any data is read
     t = cfg.training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(t.float32_matmul_precision)
@@ -307,11 +300,17 @@ def train(
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule's sampler shards by rank itself
         limit_val_batches=1.0 if has_val else 0,
+        plugins=[AtomicCheckpointIO()],  # a full disk or a kill never truncates a .ckpt
     )
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
         _write_json(out / "model_info.json", _model_info(dm, cfg, periods))
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
+    trainer.fit(
+        module,
+        datamodule=dm,
+        ckpt_path=str(resume) if resume is not None else None,
+        weights_only=True,  # Lightning's own load of the resumed file: no code runs either
+    )
     metrics = _scalars(trainer.callback_metrics)
 
     best = out / "best.ckpt"
@@ -319,7 +318,11 @@ def train(
     predictions = None
     if len(dm.datasets["test"]) > 0:
         tested = trainer.test(
-            module, datamodule=dm, ckpt_path=str(best_path) if best_path else None, verbose=False
+            module,
+            datamodule=dm,
+            ckpt_path=str(best_path) if best_path else None,
+            verbose=False,
+            weights_only=True,
         )
         metrics.update(_scalars(tested[0] if tested else {}))
         if trainer.is_global_zero:
