@@ -210,7 +210,8 @@ class DataConfig(_Section):
     )
     strict_validation: bool = Field(
         False,
-        description="Halt on any validation failure instead of logging and dropping bad rows.",
+        description="Halt on any validation failure instead of logging and dropping bad rows; "
+        "every command that reads the database then runs `data validate --strict` first.",
     )
     gap_tolerance: float = Field(
         5.0,

@@ -32,8 +32,8 @@ import pandas as pd
 from ..config import CrossAssetConfig, DataConfig, FeaturesConfig, RegimeConfig
 from ..data.alternative import AlternativeDataConnector
 from ..data.cross_asset import CalendarMismatchError, cross_asset_view
-from ..data.panel import read_panel
 from ..data.regimes import read_sectors, regime_labels
+from ..data.validation_entry import read_checked_panel
 from ..features.pipeline import FeaturePipeline
 from ..features.registry import FeatureRegistry
 from ..windows import MarketTensors, SlidingWindowDataset
@@ -323,16 +323,7 @@ def audit_leakage(
     ``thresholds``; :class:`StoredThresholds` defaults).
     """
     db = Path(data.sqlite_path)
-    panel = read_panel(
-        db,
-        data.symbols,
-        data.start,
-        data.end,
-        include_indicators=data.include_indicators,
-        cache=data.cache,
-        cache_dir=data.cache_dir,
-        threads=data.read_threads,
-    )
+    panel = read_checked_panel(data)  # validated as read, as every command's bars are
     connector = AlternativeDataConnector(data.alternative_data)
     symbols = list(pd.unique(panel.index.get_level_values("symbol").astype(str)))
     frames = connector.load(db, symbols) if connector.specs else {}

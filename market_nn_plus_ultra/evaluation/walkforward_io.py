@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_path, atomic_write
 from ..config import DataConfig, EvaluationConfig, GuardrailsConfig
 from .guardrails import apply_guardrails, sectors_from_assets
 from .predictions import check_predictions
@@ -122,7 +122,7 @@ def walkforward_from_files(
     the database's ``assets`` table when sector caps are set); the breaches land in
     ``result.breaches`` and their counts per rule in the summary. Baselines trade unguarded.
     """
-    from ..data.panel import read_panel
+    from ..data.validation_entry import read_checked_panel
 
     scored, frame, sample = load_predictions(
         predictions, include_in_sample=include_in_sample, clip_positions=clip_positions
@@ -138,16 +138,8 @@ def walkforward_from_files(
     if data is not None:
         symbols = sorted(scored["symbol"].astype(str).unique())
         end = pd.to_datetime(scored["timestamp"], utc=True).max()
-        panel = read_panel(
-            data.sqlite_path,
-            symbols,
-            data.start,
-            end.isoformat(),
-            include_indicators=False,
-            cache=data.cache,
-            cache_dir=data.cache_dir,
-            threads=data.read_threads,
-        )
+        request = {"symbols": symbols, "end": end.isoformat(), "include_indicators": False}
+        panel = read_checked_panel(data.model_copy(update=request))  # validated as read
     tester = WalkForwardBacktester.from_config(evaluation)
     result = tester.run(
         scored,
@@ -199,13 +191,8 @@ def _clean(value: Any) -> Any:
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -217,7 +204,7 @@ def write_walkforward(
     breaches_path: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write per-fold metrics (Parquet), the summary (JSON), per-regime metrics and
-    guardrail breaches (Parquet, when present), each atomically (temp file, then rename).
+    guardrail breaches (Parquet, when present), each atomically (``atomic_path``: temp file, fsync, rename).
 
     Returns ``{what: path}`` for the files written.
     """
@@ -226,7 +213,7 @@ def write_walkforward(
         written["per-fold metrics"] = _atomic(Path(metrics_path), result.per_split.to_parquet)
     if summary_path is not None:
         text = json.dumps(_clean(result.summary), indent=2, allow_nan=False)
-        written["summary"] = _atomic(Path(summary_path), lambda p: p.write_text(text + "\n"))
+        written["summary"] = atomic_write(Path(summary_path), text + "\n")
     if regimes_path is not None and result.regimes is not None:
         written["per-regime metrics"] = _atomic(Path(regimes_path), result.regimes.to_parquet)
     if breaches_path is not None and result.breaches is not None:

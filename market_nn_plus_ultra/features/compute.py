@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from .._io import atomic_path
 from ..config import DataConfig, FeaturesConfig
 from ..data.alternative import AlternativeDataConnector
 from ..data.asset_flags import unknown_inputs
-from ..data.panel import read_panel
+from ..data.validation_entry import read_checked_panel
 from .pipeline import FeaturePipeline, FeatureReport
 from .registry import FeatureRegistry
 
@@ -30,18 +30,15 @@ def compute_features(
     Returns the feature panel (indexed by ``timestamp``, ``symbol``: OHLCV, indicators,
     joined ``alt_*`` columns, then the feature columns) and the pipeline's report.
     Features that need a column a close-only symbol lacks (``asset_flags``) are skipped.
+    The bars are validated as they are read
+    (:func:`~market_nn_plus_ultra.data.validation_entry.read_checked_panel`): failing rows
+    are dropped and logged, or raise ``EntryValidationError`` with
+    ``data.strict_validation``.
     """
     pipeline = FeaturePipeline.from_config(features, registry)
-    panel = read_panel(
-        data.sqlite_path,
-        data.symbols,
-        data.start,
-        data.end,
-        include_indicators=data.include_indicators,
-        cache=data.cache,
-        cache_dir=data.cache_dir,
-        threads=data.read_threads,
-    )
+    # Validated where it enters: failing bars are dropped with a warning, or halt the
+    # run with the validation table under data.strict_validation.
+    panel = read_checked_panel(data)
     connector = AlternativeDataConnector(data.alternative_data)
     if connector.specs:
         panel = connector.join(panel, data.sqlite_path)
@@ -53,16 +50,11 @@ def compute_features(
 
 
 def write_features(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a feature panel to Parquet atomically (temp file, then rename); returns the path.
+    """Write a feature panel to Parquet atomically (``atomic_path``: temp file, fsync, rename); returns the path.
 
     The (timestamp, symbol) index is stored as columns and restored by ``pd.read_parquet``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, engine="pyarrow")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -22,7 +22,7 @@ def _ragged_predictions(seed: int, bars: int = 40, symbols: str = "ABCDE") -> pd
         {
             "timestamp": np.repeat(ts, len(symbols)),
             "symbol": np.tile(list(symbols), bars),
-            "position": rng.uniform(-1.5, 1.5, bars * len(symbols)),
+            "position": rng.uniform(-1.0, 1.0, bars * len(symbols)),
             "realised_return": rng.normal(0.0, 0.02, bars * len(symbols)),
         }
     )
