@@ -17,21 +17,38 @@ target is untouched. A process killed outright (kill -9, OOM killer) cannot clea
 each write first removes the temporary files that dead processes left in that folder: a
 temporary whose embedded pid is no longer running. Temporaries of live processes are kept.
 
+JSON files go through :func:`write_json`, which first makes a payload JSON-ready with
+:func:`json_ready` (NaN/inf → null, numpy/pandas values → plain Python): the one rule for
+every JSON file the product writes.
+
 This module sits below every layer (it imports only the standard library).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import errno
+import json
+import math
 import os
 import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_write", "remove_stale_temps", "temp_path"]
+__all__ = [
+    "atomic_dir",
+    "atomic_path",
+    "atomic_write",
+    "json_ready",
+    "remove_stale_temps",
+    "temp_path",
+    "write_json",
+]
 
 # ``.<target name>.<pid>-<8 hex>.tmp``: the pid says whose it is, the suffix keeps two
 # writes of the same target in one process (threads) apart.
@@ -196,3 +213,54 @@ def atomic_dir(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(folder)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON types, recursively; the one NaN→null rule of the product.
+
+    - ``float`` NaN/±inf (and numpy's) → ``None``: JSON has no NaN, and an undefined metric
+      (the Sharpe of a flat run) is "no value", not a number;
+    - numpy scalars → the Python ``int``/``float``/``bool`` they hold; numpy arrays → lists;
+    - ``datetime``/``date`` (``pandas.Timestamp`` included) → ISO-8601 text; ``NaT`` → ``None``;
+    - ``Path`` → its text; dict keys → ``str``; tuples, lists and sets → lists;
+    - dataclass instances → their fields (``dataclasses.asdict``), then the rules above.
+
+    Anything else is returned as it is (``json.dumps`` then names what it cannot encode).
+    Standard library only: numpy and pandas are recognised by duck typing, so this module
+    stays below every layer.
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)  # an IntEnum or bool-like subclass → the plain number
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return [json_ready(item) for item in items]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_ready(dataclasses.asdict(value))
+    if isinstance(value, datetime.date | datetime.time):
+        # pandas.NaT is a datetime subclass that is unequal to itself: a missing time
+        return None if value != value else value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):
+        # numpy scalar (.tolist() → Python scalar) or array (→ nested lists)
+        return json_ready(value.tolist())
+    if value.__class__.__name__ == "NaTType":
+        return None
+    return value
+
+
+def write_json(target: str | Path, payload: Any, *, indent: int | None = 2) -> Path:
+    """Write ``payload`` as strict JSON (after :func:`json_ready`) through :func:`atomic_write`.
+
+    ``allow_nan=False``: a non-finite number that :func:`json_ready` could not reach (inside
+    an object it does not know) raises ``ValueError`` instead of writing ``NaN``, which
+    strict JSON readers reject. The file ends with a newline. Returns ``target``.
+    """
+    text = json.dumps(json_ready(payload), indent=indent, allow_nan=False)
+    return atomic_write(target, text + "\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .._io import atomic_write
 from ._common import (
     ClipPositionsOption,
     ConfigOption,
@@ -56,22 +54,6 @@ def _scenario_table(summary: dict) -> Table:
     for metric, row in percentiles.items():
         table.add_row(metric, *(_fmt(row[label]) for label in labels))
     return table
-
-
-def _strict(value: object) -> object:
-    """JSON has no NaN/inf: undefined metrics (e.g. Sharpe of a flat run) become null."""
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    text = json.dumps(_strict(payload), indent=2, allow_nan=False)
-    atomic_write(path, text + "\n")  # a reader never sees a half-written file
 
 
 def backtest(
@@ -125,76 +107,32 @@ def backtest(
 
     Example: plus-ultra backtest -p predictions.parquet --simulator --scenarios 1000
     --set simulation.impact_coef=0.1 -o outputs/metrics.json"""
-    from ..evaluation.backtest import backtest as convention_backtest
+    from ..evaluation.backtest_io import backtest_file
     from ..evaluation.metrics import METRIC_KEYS
-    from ..evaluation.stress import run_stress, simulate_backtest
-    from ..evaluation.walkforward_io import load_predictions
 
     flags: dict[str, object] = {"simulation.scenarios": scenarios, "simulation.seed": seed}
     if simulator:
         flags["simulation.enabled"] = True
     with user_errors():
         cfg = load(config, overrides, **flags)
-        if cost_bps is not None:
-            cfg.evaluation.cost_bps = cost_bps
-            cfg.simulation.cost_bps = cost_bps
-        frame, _, sample = load_predictions(
-            predictions,
-            include_in_sample=include_in_sample,
-            clip_positions=clip_positions,
-            return_column=return_column,
-        )
-        print_sample(sample)
-        sim_cfg = cfg.simulation
-        if sim_cfg.enabled:
-            result, _ = simulate_backtest(frame, sim_cfg, return_column=return_column)
-            title = f"Backtest (execution simulator; {sample.label})"
-        else:
-            result = convention_backtest(
-                frame, cost_bps=cfg.evaluation.cost_bps, return_column=return_column
+        with progress() as bar:
+            n = cfg.simulation.scenarios
+            task = bar.add_task("stress scenarios" if n else "backtest", total=n or None)
+            run = backtest_file(
+                predictions,
+                cfg.evaluation,
+                cfg.simulation,
+                cost_bps=cost_bps,
+                include_in_sample=include_in_sample,
+                clip_positions=clip_positions,
+                return_column=return_column,
+                on_chunk=lambda k: bar.advance(task, k),
             )
-            title = f"Backtest (convention, {cfg.evaluation.cost_bps:g} bps; {sample.label})"
-            # Stress paths without --simulator carry the convention's cost only.
-            sim_cfg = sim_cfg.model_copy(
-                update={**_frictions_off(), "cost_bps": cfg.evaluation.cost_bps}
-            )
-        payload: dict[str, object] = {
-            **result.metrics,
-            "simulator": sim_cfg.enabled,
-            "sample": sample.as_dict(),
-        }
-        out.print(_table(result.metrics, METRIC_KEYS, title))
-        if sim_cfg.scenarios:
-            with progress() as bar:
-                task = bar.add_task("stress scenarios", total=sim_cfg.scenarios)
-                stress = run_stress(
-                    frame,
-                    sim_cfg,
-                    return_column=return_column,
-                    on_chunk=lambda k: bar.advance(task, k),
-                )
-            payload["scenarios"] = stress.summary
-            out.print(_scenario_table(stress.summary))
-        _write_json(output, payload)
-    if result.metrics.get("n_periods", 0) == 0:
+        print_sample(run.sample)
+        out.print(_table(run.metrics, METRIC_KEYS, run.title))
+        if run.stress is not None:
+            out.print(_scenario_table(run.stress.summary))
+        run.write(output)
+    if run.metrics.get("n_periods", 0) == 0:
         console.print(f"[yellow]warning:[/] no bar of {predictions} has a known {return_column}")
     wrote("metrics", output)
-
-
-def _frictions_off() -> dict[str, object]:
-    """Every simulator friction at zero: the simulator is then the plain convention."""
-    return {
-        "enabled": False,
-        "fixed_cost": 0.0,
-        "half_spread_bps": 0.0,
-        "spread_vol_mult": 0.0,
-        "impact_coef": 0.0,
-        "participation_cap": None,
-        "latency_bars": [0],
-        "latency_probs": None,
-        "borrow_bps": 0.0,
-        "leverage_funding_bps": 0.0,
-        "funding_column": "",
-        "max_position": None,
-        "max_gross": None,
-    }

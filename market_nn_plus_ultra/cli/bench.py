@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from .._io import atomic_write
+from .._io import write_json
 from ..config import ModelConfig, PretrainingConfig, TrainingConfig
 from ._common import (
     ConfigOption,
@@ -87,48 +86,35 @@ def profile(
     overrides: SetOption = None,
 ) -> None:
     """Profile one training step (forward, backward, fused AdamW) of a backbone + head."""
-    from ..models.profiling import measure_matmul_peak, profile_backbone, with_peak
+    from ..models.profiling import profile_model
 
     with user_errors():
-        if dtype not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"--dtype {dtype!r}: use bf16, fp32 or auto")
-        cfg = load(
-            config,
-            overrides,
-            **{
-                "model.architecture": architecture,
-                "model.d_model": d_model,
-                "model.depth": depth,
-                "model.activation_checkpointing": checkpointing,
-            },
-        )
-        window = seq_len if seq_len is not None else cfg.windows.window
-        console.print(
-            f"profiling {cfg.model.architecture}: {steps} steps of {batch_size} × {window} × "
-            f"{features} after {warmup} warm-up steps …"
-        )
-        result = profile_backbone(
+        flags = {
+            "model.architecture": architecture,
+            "model.d_model": d_model,
+            "model.depth": depth,
+            "model.activation_checkpointing": checkpointing,
+        }
+        cfg = load(config, overrides, **flags)
+        result = profile_model(
             cfg.model,
-            seq_len=window,
+            seq_len=seq_len if seq_len is not None else cfg.windows.window,
             batch_size=batch_size,
             n_features=features,
             steps=steps,
             warmup=warmup,
             device=device,
-            dtype=dtype,  # type: ignore[arg-type]
+            dtype=dtype,
             compile=compile,
             peak_tflops=peak_tflops,
+            measure_peak=measure_peak,
+            on_stage=console.print,
         )
-        if result.peak_tflops is None and measure_peak:
-            console.print(f"measuring the {result.dtype} matmul peak on {result.device} …")
-            peak = measure_matmul_peak(result.device, result.dtype)  # type: ignore[arg-type]
-            result = with_peak(result, peak)
     out.print(_table(result, cfg.model))
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}", highlight=False)
     if json_out is not None:
-        atomic_write(json_out, json.dumps(result.as_dict(), indent=2) + "\n")
-        wrote("figures", json_out)
+        wrote("figures", write_json(json_out, result.as_dict()))
 
 
 def _table(r: ProfileResult, cfg: ModelConfig) -> Table:

@@ -36,18 +36,18 @@ def _databases_table(result) -> Table:
 def _results_table(result) -> Table:
     """Out-of-sample walk-forward results: the model beside every baseline."""
     summary = result.walkforward.summary
-    boot = summary.get("bootstrap", {})
-    beats = boot.get("prob_model_sharpe_exceeds", {})
+    boot = summary.bootstrap
+    beats = boot.prob_model_sharpe_exceeds if boot is not None else {}
     table = Table(
-        title=f"Walk-forward, {summary['n_splits']} folds out of sample "
-        f"({str(summary['oos_start'])[:10]} .. {str(summary['oos_end'])[:10]}), "
-        f"costs {summary['settings']['cost_bps']:g} bps",
+        title=f"Walk-forward, {summary.n_splits} folds out of sample "
+        f"({summary.oos_start:%Y-%m-%d} .. {summary.oos_end:%Y-%m-%d}), "
+        f"costs {summary.settings.cost_bps:g} bps",
         title_justify="left",
     )
     for name in ("strategy", "total return", "Sharpe", "max drawdown", "P(model Sharpe >)"):
         table.add_column(name, justify="left" if name == "strategy" else "right")
-    for name, stats in summary["strategies"].items():
-        m = stats["stitched"]
+    for name, stats in summary.strategies.items():
+        m = stats.stitched
         table.add_row(
             name,
             f"{m['total_return']:+.1%}",
@@ -55,11 +55,11 @@ def _results_table(result) -> Table:
             f"{m['max_drawdown']:.1%}",
             "" if name not in beats else f"{beats[name]:.2f}",
         )
-    sharpe = boot.get("model", {}).get("sharpe")
-    if sharpe:
+    sharpe = boot.model.get("sharpe") if boot is not None else None
+    if sharpe is not None:
         table.caption = (
-            f"model Sharpe {sharpe['estimate']:.2f}, {boot['level']:.0%} stationary-bootstrap "
-            f"interval [{sharpe['low']:.2f}, {sharpe['high']:.2f}]"
+            f"model Sharpe {sharpe.estimate:.2f}, {boot.level:.0%} stationary-bootstrap "
+            f"interval [{sharpe.low:.2f}, {sharpe.high:.2f}]"
         )
     return table
 

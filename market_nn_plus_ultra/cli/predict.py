@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from .._io import atomic_path
 from ._common import (
     ConfigOption,
     IncludeInSampleOption,
@@ -26,62 +22,13 @@ from ._common import (
     wrote,
 )
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 # Library modules are imported inside the command so `plus-ultra --help` stays fast.
-
-_PREDICTION_SUFFIXES = (".parquet", ".pq", ".csv")
-_METRIC_SUFFIXES = (".json", ".csv", ".md")
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file beside ``path``, then rename: never half a file."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
-def _check_suffix(path: Path, allowed: tuple[str, ...], option: str) -> None:
-    if path.suffix.lower() not in allowed:
-        raise ValueError(
-            f"{option} {path}: unsupported extension {path.suffix!r}; use one of {allowed}"
-        )
-
-
-def _write_predictions(frame: pd.DataFrame, path: Path) -> None:
-    if path.suffix.lower() == ".csv":
-        _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
-    else:
-        _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)
-
-
-def _plain(value: object) -> object:
-    """JSON has no NaN/inf: undefined metrics (e.g. Sharpe of a flat run) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _write_metrics(metrics: dict[str, object], path: Path) -> None:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        text = json.dumps({k: _plain(v) for k, v in metrics.items()}, indent=2, allow_nan=False)
-    elif suffix == ".csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["metric", "value"])
-        writer.writerows([k, "" if _plain(v) is None else v] for k, v in metrics.items())
-        text = buffer.getvalue()
-    else:
-        rows = [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
-        text = "\n".join(["| metric | value |", "|---|---:|", *rows])
-    _atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
 def _table(metrics: dict[str, object], title: str) -> Table:
@@ -163,76 +110,43 @@ def predict(
 
     Example: plus-ultra predict --checkpoint outputs/run --start 2024-01-01
     --cost-bps 5 -o outputs/predictions.parquet --metrics-output outputs/metrics.md"""
-    from ..evaluation.backtest import backtest
-    from ..evaluation.metrics import METRIC_KEYS
-    from ..evaluation.sample import has_out_of_sample, select_sample
-    from ..inference import Agent
+    from ..inference.predict_io import predict_files, run_config_path
 
     with user_errors():
-        _check_suffix(output, _PREDICTION_SUFFIXES, "--output")
-        if metrics_output is not None:
-            _check_suffix(metrics_output, _METRIC_SUFFIXES, "--metrics-output")
-        agent = Agent.from_checkpoint(checkpoint, device=device)
-        folders = (agent.checkpoint.parent, agent.checkpoint.parent.parent)
-        run_config = next(f / "config.yaml" for f in folders if (f / "config.yaml").exists())
-        cfg = load(config or run_config, overrides)
-        source = db or cfg.data.sqlite_path
+        cfg = load(config or run_config_path(checkpoint), overrides)
         with progress() as bar:
             task = bar.add_task("predicting", total=None)
-            frame = agent.predict(
-                source,
+            run = predict_files(
+                checkpoint,
+                output,
+                db or cfg.data.sqlite_path,
+                cfg.evaluation,
+                guardrails=cfg.guardrails if guardrails else None,
                 symbols=symbols,
                 start=start,
                 end=end,
+                device=device,
                 batch_size=batch_size,
                 benchmark=benchmark,
+                evaluate=not no_eval,
+                cost_bps=cost_bps,
+                return_column=return_column,
+                include_in_sample=include_in_sample,
+                metrics_output=metrics_output,
                 on_batch=lambda done, total: bar.update(task, completed=done, total=total),
-                guardrails=cfg.guardrails if guardrails else None,
             )
-        _write_predictions(frame, output)
-        breaches_path = None
-        if agent.breaches is not None:
-            console.print(
-                f"guardrails: {len(agent.breaches)} breaches "
-                + str(agent.breaches.groupby("rule").size().to_dict()),
-                highlight=False,
-            )
-            breaches_path = output.with_name(f"{output.stem}_breaches.parquet")
-            _atomic(breaches_path, lambda tmp: agent.breaches.to_parquet(tmp, index=False))
-        console.print(
-            f"{len(frame)} predictions for {frame['symbol'].nunique()} symbols on {agent.device}",
-            highlight=False,
-        )
-        known = return_column in frame.columns and frame[return_column].notna().any()
-        scorable = include_in_sample or has_out_of_sample(frame)
-        if not no_eval and known and scorable:
-            cost = cfg.evaluation.cost_bps if cost_bps is None else cost_bps
-            scored, sample = select_sample(frame, include_in_sample=include_in_sample)
-            print_sample(sample)
-            result = backtest(scored, cost_bps=cost, return_column=return_column)
-            metrics: dict[str, object] = {
-                k: result.metrics[k] for k in METRIC_KEYS if k in result.metrics
-            }
-            metrics.update({k: v for k, v in result.metrics.items() if k not in metrics})
-            metrics["sample"] = sample.describe()
-            out.print(_table(metrics, f"Backtest (convention, {cost:g} bps; {sample.label})"))
-            if metrics_output is not None:
-                _write_metrics(metrics, metrics_output)
-        elif not no_eval or metrics_output is not None:
-            if no_eval:
-                why = "--no-eval"
-            elif not known:
-                why = f"no known {return_column} in the predictions"
-            else:
-                why = (
-                    "every predicted bar is one the run trained or validated on (train/val) — "
-                    "predict later bars, or pass --include-in-sample to score them anyway"
-                )
-            target = f" to {metrics_output}" if metrics_output is not None else ""
-            console.print(f"[yellow]warning:[/] no metrics written{target}: {why}", highlight=False)
-            metrics_output = None
-    wrote("predictions", output)
-    if breaches_path is not None:
-        wrote("guardrail breaches", breaches_path)
-    if metrics_output is not None:
-        wrote("metrics", metrics_output)
+    if run.breaches is not None:
+        counts = f"guardrails: {len(run.breaches)} breaches {run.breach_counts}"
+        console.print(counts, highlight=False)
+    n_symbols = run.frame["symbol"].nunique()
+    done = f"{len(run.frame)} predictions for {n_symbols} symbols on {run.device}"
+    console.print(done, highlight=False)
+    if run.metrics is not None and run.sample is not None:
+        print_sample(run.sample)
+        out.print(_table(run.metrics, run.title))
+    if run.skipped is not None:
+        target = f" to {metrics_output}" if metrics_output is not None else ""
+        why = f"no metrics written{target}: {run.skipped}"
+        console.print(f"[yellow]warning:[/] {why}", highlight=False)
+    for label, path in run.written.items():
+        wrote(label, path)

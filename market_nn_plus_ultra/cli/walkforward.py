@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..config import Config, EvaluationConfig, field_help
+from ..config import EvaluationConfig, field_help
 from ._common import (
     ClipPositionsOption,
     ConfigOption,
@@ -25,7 +25,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from ..evaluation.walkforward import WalkForwardResult
+    from ..evaluation.summary import WalkForwardSummary
 
 __all__ = ["walkforward"]
 
@@ -55,15 +55,13 @@ def _names(values: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(names)) if values is not None else None
 
 
-def _table(summary: dict[str, Any]) -> Table:
-    settings = summary["settings"]
-    sample = summary.get("sample") or {}
-    scored = sample.get("description") or (
-        f"{summary['strategies']['model']['stitched']['n_periods']} bars"
-    )
+def _table(summary: WalkForwardSummary) -> Table:
+    settings = summary.settings
+    scored = summary.sample.description if summary.sample else None
     table = Table(
-        title=f"Walk-forward: {summary['n_splits']} folds, train {settings['train_window']} / "
-        f"test {settings['test_window']} bars, costs {settings['cost_bps']:g} bps; {scored}",
+        title=f"Walk-forward: {summary.n_splits} folds, train {settings.train_window} / "
+        f"test {settings.test_window} bars, costs {settings.cost_bps:g} bps; "
+        f"{scored or f'{summary.n_bars} bars'}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
@@ -73,79 +71,66 @@ def _table(summary: dict[str, Any]) -> Table:
         table.add_column(header, justify="right", no_wrap=True)
     table.add_column("Sharpe/fold", justify="right", no_wrap=True)
     table.add_column("P(beat)", justify="right", no_wrap=True)
-    beat = summary.get("bootstrap", {}).get("prob_model_sharpe_exceeds", {})
-    for name, stats in summary["strategies"].items():
-        stitched = stats["stitched"]
-        spread = f"{_fmt(stats['split_mean']['sharpe'])} ± {_fmt(stats['split_std']['sharpe'])}"
+    beat = summary.bootstrap.prob_model_sharpe_exceeds if summary.bootstrap else {}
+    for name, stats in summary.strategies.items():
+        spread = f"{_fmt(stats.split_mean.get('sharpe'))} ± {_fmt(stats.split_std.get('sharpe'))}"
         table.add_row(
             f"[bold]{name}[/]" if name == "model" else name,
-            *[_fmt(stitched[k], k) for k, _ in _COLUMNS],
+            *[_fmt(stats.stitched.get(k), k) for k, _ in _COLUMNS],
             spread,
             _fmt(beat.get(name)) if name != "model" else "",
         )
     return table
 
 
-def _difference_table(summary: dict[str, Any]) -> Table | None:
+def _difference_table(summary: WalkForwardSummary) -> Table | None:
     """Model minus each baseline: Sharpe difference, paired interval, Holm p-values."""
-    boot = summary.get("bootstrap") or {}
-    diffs = boot.get("sharpe_difference") or {}
-    if not diffs:
+    boot = summary.bootstrap
+    if boot is None or not boot.sharpe_difference:
         return None
     table = Table(
-        title=f"Model − baseline Sharpe, paired stationary bootstrap ({boot['level']:.0%}), "
-        f"p adjusted for {len(diffs)} baselines (Holm)",
+        title=f"Model − baseline Sharpe, paired stationary bootstrap ({boot.level:.0%}), "
+        f"p adjusted for {len(boot.sharpe_difference)} baselines (Holm)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
     table.caption = "*: the difference is significant after the adjustment"
     for header in ("baseline", "ΔSharpe", "interval", "p", "p(Holm)"):
         table.add_column(header, justify="left" if header == "baseline" else "right")
-    for name, d in diffs.items():
+    for name, d in boot.sharpe_difference.items():
         table.add_row(
             name,
-            _fmt(d["estimate"]),
-            f"[{_fmt(d['low'])}, {_fmt(d['high'])}]",
-            _fmt(d["p_value"]),
-            _fmt(d["p_adjusted"]) + ("*" if d["significant"] else ""),
+            _fmt(d.estimate),
+            f"[{_fmt(d.low)}, {_fmt(d.high)}]",
+            _fmt(d.p_value),
+            _fmt(d.p_adjusted) + ("*" if d.significant else ""),
         )
     return table
 
 
-def _check_mode(retrain: bool, predictions: Path | None) -> None:
-    """Refuse option mixes that mean nothing, naming the option to drop or add."""
-    if retrain and predictions is not None:
-        raise ValueError(
-            "--predictions is not used with --retrain: the retrain mode trains a model per "
-            "fold and writes its own out-of-sample predictions under --output-dir. Drop "
-            "--predictions (or --retrain to score an existing predictions file)."
+def _print(summary: WalkForwardSummary) -> None:
+    """The scored sample, the strategies side by side, the paired tests and the notes."""
+    if summary.sample is not None:
+        out.print(f"scored: {summary.sample.description}", highlight=False)
+        if summary.sample.notice:
+            console.print(f"[yellow]notice:[/] {summary.sample.notice}", highlight=False)
+    out.print(_table(summary))
+    differences = _difference_table(summary)
+    if differences is not None:
+        out.print(differences)
+    boot = summary.bootstrap
+    sharpe = boot.model.get("sharpe") if boot is not None else None
+    if sharpe is not None:
+        out.print(
+            f"model Sharpe {_fmt(sharpe.estimate)}, {boot.level:.0%} interval "
+            f"[{_fmt(sharpe.low)}, {_fmt(sharpe.high)}] (stationary bootstrap, "
+            f"{boot.reps} resamples, mean block {boot.block_length:.1f} bars)",
+            highlight=False,
         )
-    if not retrain and predictions is None:
-        raise ValueError(
-            "missing --predictions: pass a predictions file (plus-ultra predict writes one), "
-            "or --retrain --config … to train a fresh model per fold"
-        )
-
-
-def _retrain(cfg: Config, output_dir: Path, bootstrap: bool, guardrails: bool) -> WalkForwardResult:
-    """Run the retrain pipeline under a progress bar of folds."""
-    from ..orchestration.retrain import walkforward_retrain
-
-    with progress() as bar:
-        task = bar.add_task("walk-forward folds", total=None)
-
-        def on_fold(done: int, total: int, message: str) -> None:
-            bar.update(task, completed=done, total=total or None, description=message)
-
-        result = walkforward_retrain(
-            cfg,
-            output_dir,
-            bootstrap=bootstrap,
-            guardrails=guardrails,
-            on_fold=on_fold,
-            on_step=lambda message: bar.update(task, description=message),
-        )
-    return result
+    for name, reason in summary.skipped_baselines.items():
+        console.print(f"[yellow]skipped[/] baseline {name}: {reason}", highlight=False)
+    for rule, count in (summary.guardrail_breaches or {}).items():
+        console.print(f"guardrail {rule}: {count} positions changed", highlight=False)
 
 
 def walkforward(
@@ -250,10 +235,9 @@ def walkforward(
     Example: plus-ultra walkforward --retrain --config configs/default_desktop.yaml
     --train-window 504 --test-window 63 --output-dir outputs/walkforward
     """
-    from ..evaluation.walkforward_io import walkforward_from_files, write_walkforward
+    from ..orchestration.walkforward_run import WalkForwardOutputs, run_walkforward
 
     with user_errors():
-        _check_mode(retrain, predictions)
         cfg = load(
             config,
             overrides,
@@ -268,52 +252,28 @@ def walkforward(
                 "evaluation.regime_column": regime_column,
             },
         )
-        if retrain:
-            result = _retrain(cfg, output_dir, bootstrap, guardrails)
-            paths = write_walkforward(
-                result, metrics_output, summary_output, regimes_output, breaches_output
+        with progress() as bar:
+            task = bar.add_task(
+                "walk-forward folds" if retrain else "reading predictions", total=None
             )
-            paths["fold runs (fold_k/, resumable)"] = output_dir
-            paths["predictions (stitched)"] = Path(result.summary["retrain"]["predictions"])
-        else:
-            with progress() as bar:
-                task = bar.add_task("reading predictions", total=None)
-                result = walkforward_from_files(
-                    predictions,
-                    cfg.evaluation,
-                    cfg.data if db is not None else None,
-                    bootstrap=bootstrap,
-                    guardrails=cfg.guardrails if guardrails else None,
-                    seed=cfg.seed,
-                    on_step=lambda message: bar.update(task, description=message),
-                    include_in_sample=include_in_sample,
-                    clip_positions=clip_positions,
-                )
-                bar.update(task, description="writing outputs")
-                paths = write_walkforward(
-                    result, metrics_output, summary_output, regimes_output, breaches_output
-                )
-    sample = result.summary.get("sample")
-    if sample:
-        out.print(f"scored: {sample['description']}", highlight=False)
-        if sample.get("notice"):
-            console.print(f"[yellow]notice:[/] {sample['notice']}", highlight=False)
-    out.print(_table(result.summary))
-    differences = _difference_table(result.summary)
-    if differences is not None:
-        out.print(differences)
-    boot = result.summary.get("bootstrap")
-    if boot:
-        sharpe = boot["model"]["sharpe"]
-        out.print(
-            f"model Sharpe {_fmt(sharpe['estimate'])}, {boot['level']:.0%} interval "
-            f"[{_fmt(sharpe['low'])}, {_fmt(sharpe['high'])}] (stationary bootstrap, "
-            f"{boot['reps']} resamples, mean block {boot['block_length']:.1f} bars)",
-            highlight=False,
-        )
-    for name, reason in result.summary["skipped_baselines"].items():
-        console.print(f"[yellow]skipped[/] baseline {name}: {reason}", highlight=False)
-    for rule, count in result.summary.get("guardrail_breaches", {}).items():
-        console.print(f"guardrail {rule}: {count} positions changed", highlight=False)
-    for label, path in paths.items():
+            run = run_walkforward(
+                cfg,
+                predictions=predictions,
+                retrain=retrain,
+                output_dir=output_dir,
+                outputs=WalkForwardOutputs(
+                    metrics_output, summary_output, regimes_output, breaches_output
+                ),
+                read_bars=db is not None,
+                bootstrap=bootstrap,
+                guardrails=guardrails,
+                include_in_sample=include_in_sample,
+                clip_positions=clip_positions,
+                on_fold=lambda done, total, message: bar.update(
+                    task, completed=done, total=total or None, description=message
+                ),
+                on_step=lambda message: bar.update(task, description=message),
+            )
+    _print(run.result.summary)
+    for label, path in run.paths.items():
         wrote(label, path)

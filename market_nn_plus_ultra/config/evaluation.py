@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -159,87 +160,183 @@ class GuardrailsConfig(_Section):
         return self
 
 
+def _friction(off: Any) -> dict[str, Any]:
+    """Field marker: a simulator friction, and the value that switches it off."""
+    return {"friction": True, "off": off}
+
+
+#: Field marker: not a friction (a mode, an input column, a window, the stress settings).
+_NOT_FRICTION: dict[str, Any] = {"friction": False}
+
+
 class SimulationConfig(_Section):
-    """Execution simulator: costs, spread, impact, fills, latency, funding, limits, stress."""
+    """Execution simulator: costs, spread, impact, fills, latency, funding, limits, stress.
+
+    Every field says whether it is a *friction* (``json_schema_extra`` ``friction: true``
+    with its ``off`` value) or not (``friction: false``): :meth:`frictions_off` switches
+    every friction off, which is how a convention backtest's stress paths are simulated.
+    ``cost_bps`` is not a friction there: it is the convention's own cost.
+    """
 
     enabled: bool = Field(
-        False, description="Backtest through the execution simulator, not the plain convention."
+        False,
+        description="Backtest through the execution simulator, not the plain convention.",
+        json_schema_extra=_NOT_FRICTION,
     )
     cost_bps: float = Field(
-        5.0, ge=0, description="Commission in basis points per unit of |fill| (position units)."
+        5.0,
+        ge=0,
+        description="Commission in basis points per unit of |fill| (position units).",
+        json_schema_extra=_NOT_FRICTION,
     )
     fixed_cost: float = Field(
-        0.0, ge=0, description="Fixed charge in account currency for every non-zero fill."
+        0.0,
+        ge=0,
+        description="Fixed charge in account currency for every non-zero fill.",
+        json_schema_extra=_friction(off=0.0),
     )
     capital: float = Field(
-        1_000_000.0, gt=0, description="Account capital in currency, split equally over symbols."
+        1_000_000.0,
+        gt=0,
+        description="Account capital in currency, split equally over symbols.",
+        json_schema_extra=_NOT_FRICTION,
     )
     half_spread_bps: float = Field(
-        0.0, ge=0, description="Half the quoted spread in basis points, paid per unit traded."
+        0.0,
+        ge=0,
+        description="Half the quoted spread in basis points, paid per unit traded.",
+        json_schema_extra=_friction(off=0.0),
     )
     spread_vol_mult: float = Field(
-        0.0, ge=0, description="Extra half-spread per unit traded, as a multiple of bar volatility."
+        0.0,
+        ge=0,
+        description="Extra half-spread per unit traded, as a multiple of bar volatility.",
+        json_schema_extra=_friction(off=0.0),
     )
     impact_coef: float = Field(
         0.0,
         ge=0,
         description="Square-root impact: cost per unit traded = coef·σ·sqrt(notional/ADV).",
+        json_schema_extra=_friction(off=0.0),
     )
     participation_cap: float | None = Field(
-        None, gt=0, description="Max share of a bar's dollar volume filled; the rest carries over."
+        None,
+        gt=0,
+        description="Max share of a bar's dollar volume filled; the rest carries over.",
+        json_schema_extra=_friction(off=None),
     )
     latency_bars: list[int] = Field(
-        default_factory=lambda: [0], description="Bars between a decision and its fill (buckets)."
+        default_factory=lambda: [0],
+        description="Bars between a decision and its fill (buckets).",
+        json_schema_extra=_friction(off=[0]),
     )
     latency_probs: list[float] | None = Field(
-        None, description="Probability of each latency bucket; null = all equally likely."
+        None,
+        description="Probability of each latency bucket; null = all equally likely.",
+        json_schema_extra=_friction(off=None),
     )
     borrow_bps: float = Field(
-        0.0, ge=0, description="Annual borrow cost in bps on short exposure, charged every bar."
+        0.0,
+        ge=0,
+        description="Annual borrow cost in bps on short exposure, charged every bar.",
+        json_schema_extra=_friction(off=0.0),
     )
     leverage_funding_bps: float = Field(
-        0.0, ge=0, description="Annual financing in bps on |position| above 1 (levered part)."
+        0.0,
+        ge=0,
+        description="Annual financing in bps on |position| above 1 (levered part).",
+        json_schema_extra=_friction(off=0.0),
     )
     funding_column: str = Field(
-        "funding_rate", description="Predictions column of per-bar funding paid by longs, if any."
+        "funding_rate",
+        description="Predictions column of per-bar funding paid by longs, if any.",
+        json_schema_extra=_friction(off=""),
     )
     volume_column: str = Field(
-        "dollar_volume", description="Predictions column of each bar's traded value in currency."
+        "dollar_volume",
+        description="Predictions column of each bar's traded value in currency.",
+        json_schema_extra=_NOT_FRICTION,
     )
     volatility_column: str = Field(
-        "volatility", description="Predictions column of per-bar return volatility, if any."
+        "volatility",
+        description="Predictions column of per-bar return volatility, if any.",
+        json_schema_extra=_NOT_FRICTION,
     )
     vol_window: int = Field(
-        20, ge=2, description="Bars of past realised returns in σ when no volatility column."
+        20,
+        ge=2,
+        description="Bars of past realised returns in σ when no volatility column.",
+        json_schema_extra=_NOT_FRICTION,
     )
-    adv_window: int = Field(20, ge=1, description="Bars of past dollar volume averaged into ADV.")
+    adv_window: int = Field(
+        20,
+        ge=1,
+        description="Bars of past dollar volume averaged into ADV.",
+        json_schema_extra=_NOT_FRICTION,
+    )
     max_position: float | None = Field(
-        None, gt=0, description="Cap on |target position| of any one symbol; null = no cap."
+        None,
+        gt=0,
+        description="Cap on |target position| of any one symbol; null = no cap.",
+        json_schema_extra=_friction(off=None),
     )
     max_gross: float | None = Field(
-        None, gt=0, description="Cap on gross leverage sum|target| / symbols; null = no cap."
+        None,
+        gt=0,
+        description="Cap on gross leverage sum|target| / symbols; null = no cap.",
+        json_schema_extra=_friction(off=None),
     )
-    device: str = Field("cpu", description="Torch device of the simulation: cpu, cuda, cuda:1.")
-    seed: int = Field(0, ge=0, description="Seed of latency draws and stress scenarios.")
-    scenarios: int = Field(0, ge=0, description="Stress scenarios to simulate (0 = none).")
+    device: str = Field(
+        "cpu",
+        description="Torch device of the simulation: cpu, cuda, cuda:1.",
+        json_schema_extra=_NOT_FRICTION,
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of latency draws and stress scenarios.",
+        json_schema_extra=_NOT_FRICTION,
+    )
+    scenarios: int = Field(
+        0,
+        ge=0,
+        description="Stress scenarios to simulate (0 = none).",
+        json_schema_extra=_NOT_FRICTION,
+    )
     scenario_resample: bool = Field(
-        True, description="Stress paths resample bars in stationary blocks (false = history)."
+        True,
+        description="Stress paths resample bars in stationary blocks (false = history).",
+        json_schema_extra=_NOT_FRICTION,
     )
     scenario_block: float | None = Field(
-        None, gt=0, description="Mean block length in bars; null = Politis-White optimal."
+        None,
+        gt=0,
+        description="Mean block length in bars; null = Politis-White optimal.",
+        json_schema_extra=_NOT_FRICTION,
     )
     scenario_vol_scale: float = Field(
-        1.0, gt=0, description="Stress paths multiply every realised return by this factor."
+        1.0,
+        gt=0,
+        description="Stress paths multiply every realised return by this factor.",
+        json_schema_extra=_NOT_FRICTION,
     )
     scenario_crash: float | None = Field(
-        None, gt=-1, lt=0, description="Inject one bar per path where every symbol loses this."
+        None,
+        gt=-1,
+        lt=0,
+        description="Inject one bar per path where every symbol loses this.",
+        json_schema_extra=_NOT_FRICTION,
     )
     scenario_chunk: int = Field(
-        128, ge=1, description="Scenarios simulated together (bounds memory)."
+        128,
+        ge=1,
+        description="Scenarios simulated together (bounds memory).",
+        json_schema_extra=_NOT_FRICTION,
     )
     percentiles: list[float] = Field(
         default_factory=lambda: [5.0, 50.0, 95.0],
         description="Percentiles of the scenario metrics that are reported.",
+        json_schema_extra=_NOT_FRICTION,
     )
 
     @model_validator(mode="after")
@@ -261,3 +358,27 @@ class SimulationConfig(_Section):
                 f"simulation.percentiles must lie strictly between 0 and 100, got {self.percentiles}"
             )
         return self
+
+    @classmethod
+    def frictions(cls) -> dict[str, Any]:
+        """``{field: off value}`` of every friction, read from the field declarations.
+
+        Raises ``TypeError`` naming a field that declares neither way, so a new field
+        cannot slip into "convention" runs unnoticed.
+        """
+        offs: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra
+            if not isinstance(extra, dict) or "friction" not in extra:
+                raise TypeError(
+                    f"SimulationConfig.{name} declares neither friction nor not: add "
+                    "json_schema_extra=_friction(off=VALUE) or json_schema_extra=_NOT_FRICTION"
+                )
+            if extra["friction"]:
+                offs[name] = extra["off"]
+        return offs
+
+    def frictions_off(self) -> SimulationConfig:
+        """A copy with every friction at its off value (the rest, ``cost_bps`` included,
+        unchanged): simulating it reproduces the backtest convention at ``cost_bps``."""
+        return self.model_copy(update=copy.deepcopy(self.frictions()))

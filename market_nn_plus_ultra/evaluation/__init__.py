@@ -2,6 +2,7 @@
 baselines, bootstrap intervals, guardrails, the leakage audit and reports."""
 
 from .backtest import BacktestResult, backtest, require_columns
+from .backtest_io import BacktestRun, backtest_file
 from .baselines import (
     BASELINE_NAMES,
     TimeSplit,
@@ -33,6 +34,12 @@ from .metrics import METRIC_KEYS, compute_metrics, infer_periods_per_year
 from .paired import holm_adjust, sharpe_differences
 from .report import ReportData, ReportPaths, build_report_data, write_report
 from .stress import StressResult, run_stress, simulate_backtest
+from .summary import (
+    BootstrapSummary,
+    SharpeDifference,
+    StrategySummary,
+    WalkForwardSummary,
+)
 from .walkforward import WalkForwardBacktester, WalkForwardResult
 from .walkforward_io import read_predictions, walkforward_from_files, write_walkforward
 
@@ -44,19 +51,25 @@ __all__ = [
     "METRIC_KEYS",
     "AuditReport",
     "BacktestResult",
+    "BacktestRun",
+    "BootstrapSummary",
     "ReportData",
     "ReportPaths",
+    "SharpeDifference",
     "StoredAudit",
     "StoredThresholds",
+    "StrategySummary",
     "StressResult",
     "TimeSplit",
     "WalkForwardBacktester",
     "WalkForwardResult",
+    "WalkForwardSummary",
     "apply_guardrails",
     "audit_leakage",
     "audit_panel",
     "audit_stored",
     "backtest",
+    "backtest_file",
     "baseline_predictions",
     "bootstrap_metrics",
     "build_report_data",

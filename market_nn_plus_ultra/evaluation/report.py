@@ -30,6 +30,15 @@ from .report_sample import (
     summary_regimes,
     test_rows,
 )
+from .report_summary import (
+    as_summary,
+    flatten_summary,
+    listed_values,
+    split_summary,
+    summary_intervals,
+    summary_view,
+)
+from .summary import SharpeDifference, WalkForwardSummary
 
 __all__ = [
     "BENCHMARK_NAME",
@@ -40,6 +49,8 @@ __all__ = [
     "build_report_data",
     "flatten_summary",
     "split_summary",
+    "summary_intervals",
+    "summary_view",
     "write_report",
 ]
 
@@ -60,10 +71,12 @@ class ReportData:
     rule, before, after, detail``. ``regimes``: a label per timestamp. ``positions``:
     the model's ``timestamp, symbol, position`` rows (for trade analytics).
 
-    ``sample``: the bars every number covers. ``headline``: strategy → the
-    walk-forward's stitched metrics (same bars as the intervals), when a summary was
-    given. ``sharpe_difference``: baseline → ``estimate, low, high, p_value,
-    p_adjusted, significant, n`` of model minus baseline Sharpe (paired bootstrap).
+    ``summary``: the walk-forward summary, typed, when one was given;
+    ``walkforward_summary``: the values the report lists under "Walk-forward summary"
+    (:func:`summary_view`). ``sample``: the bars every number covers. ``headline``:
+    strategy → the walk-forward's stitched metrics (same bars as the intervals), when a
+    summary was given. ``sharpe_difference``: baseline → the paired bootstrap's
+    :class:`~.summary.SharpeDifference` of model minus baseline Sharpe.
     ``regime_metrics``: columns ``labeller, regime, strategy`` and metric keys;
     ``regime_note``: why there are no regime labels. ``missing_series``: strategy →
     why it is in the headline but not in the charts. ``warnings``: sentences the
@@ -87,11 +100,12 @@ class ReportData:
     title: str = "Market NN Plus Ultra — backtest report"
     sample: ReportSample | None = None
     headline: dict[str, dict[str, float]] | None = None
-    sharpe_difference: dict[str, dict[str, Any]] | None = None
+    sharpe_difference: dict[str, SharpeDifference] | None = None
     regime_metrics: pd.DataFrame | None = None
     regime_note: str | None = None
     missing_series: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    summary: WalkForwardSummary | None = None
 
     def strategies(self) -> dict[str, pd.Series]:
         """Net returns per strategy (model first, then baselines, then the benchmark)."""
@@ -181,7 +195,7 @@ def build_report_data(
     cost_bps: float,
     baselines: Mapping[str, BacktestResult] | None = None,
     walkforward: pd.DataFrame | None = None,
-    walkforward_summary: Mapping[str, Any] | None = None,
+    walkforward_summary: WalkForwardSummary | Mapping[str, Any] | None = None,
     intervals: pd.DataFrame | None = None,
     p_beat: Mapping[str, float] | None = None,
     breaches: pd.DataFrame | None = None,
@@ -203,8 +217,8 @@ def build_report_data(
     Without ``baselines`` a buy-and-hold of the same symbols is computed here, so a
     report never shows the model alone.
 
-    With a ``walkforward_summary`` that holds stitched metrics (``plus-ultra
-    walkforward`` writes them), every number comes from the walk-forward's test bars:
+    With a ``walkforward_summary`` (a :class:`~.summary.WalkForwardSummary`, or its
+    ``summary.json`` mapping) that holds stitched metrics, every number comes from the walk-forward's test bars:
     the predictions are cut to the folds' test windows (``walkforward``'s
     ``test_start``/``test_end``, else ``oos_start .. oos_end``), the headline shows the
     summary's stitched metrics of every strategy it ran with the bootstrap intervals of
@@ -217,7 +231,7 @@ def build_report_data(
     report without a summary.
     """
     frame = _long(predictions)
-    summary = dict(walkforward_summary or {})
+    summary = as_summary(walkforward_summary)
     walked = sample_from_summary(summary) is not None
     if walked:
         check_summary_cost(summary, cost_bps)
@@ -264,8 +278,8 @@ def build_report_data(
         for name in headline:
             if name != MODEL_NAME and name not in chosen:
                 missing.setdefault(name, "no per-bar returns were passed to the report")
-    boot = summary.get("bootstrap") if isinstance(summary.get("bootstrap"), Mapping) else {}
-    difference = boot.get("sharpe_difference")
+    boot = summary.bootstrap if summary is not None else None
+    difference = dict(boot.sharpe_difference) if boot is not None else {}
     if regime_metrics is None and walked:
         regime_metrics = summary_regimes(summary)
     return ReportData(
@@ -273,7 +287,7 @@ def build_report_data(
         baselines=chosen,
         benchmark=_benchmark(frame, benchmark_column, valid_index),
         walkforward=None if walkforward is None else walkforward.reset_index(drop=True),
-        walkforward_summary=None if walkforward_summary is None else dict(walkforward_summary),
+        walkforward_summary=listed_values(walkforward_summary),
         intervals=_frame_or_none(intervals, _INTERVAL_COLUMNS, "intervals"),
         p_beat=None if p_beat is None else {k: float(v) for k, v in p_beat.items()},
         breaches=_frame_or_none(breaches, _BREACH_COLUMNS, "breaches"),
@@ -286,64 +300,13 @@ def build_report_data(
         title=ReportData.title + sample.title_suffix(),
         sample=sample,
         headline=headline,
-        sharpe_difference=dict(difference) if isinstance(difference, Mapping) else None,
+        sharpe_difference=difference or None,
         regime_metrics=None if regime_metrics is None else regime_metrics.reset_index(drop=True),
         regime_note=regime_note,
         missing_series=missing,
         warnings=warnings,
+        summary=summary,
     )
-
-
-def split_summary(
-    raw: Mapping[str, Any],
-) -> tuple[dict[str, Any], pd.DataFrame | None, dict[str, float] | None]:
-    """Split a walk-forward summary JSON into (summary, bootstrap intervals, P(beat)).
-
-    Reads the ``bootstrap`` block the walk-forward writer emits (``level`` and
-    ``model: {metric: {estimate, low, high}}`` plus ``prob_model_sharpe_exceeds``) and
-    also plain ``intervals`` (records with metric, strategy, low, point, high, level)
-    and ``p_beat`` (baseline → probability) keys; everything else is the summary.
-    """
-    summary = dict(raw)
-    boot = summary.pop("bootstrap", None)
-    records = summary.pop("intervals", None)
-    p_beat = summary.pop("p_beat", None)
-    rows = list(records or [])
-    if isinstance(boot, Mapping):
-        level = float(boot.get("level", float("nan")))
-        for metric, values in (boot.get("model") or {}).items():
-            rows.append(
-                {
-                    "metric": metric,
-                    "strategy": MODEL_NAME,
-                    "low": values.get("low"),
-                    "point": values.get("estimate"),
-                    "high": values.get("high"),
-                    "level": level,
-                }
-            )
-        p_beat = p_beat or boot.get("prob_model_sharpe_exceeds")
-        # The paired Sharpe differences stay: build_report_data reads them from here.
-        summary["bootstrap"] = {
-            k: v for k, v in boot.items() if not isinstance(v, Mapping) or k == "sharpe_difference"
-        }
-    intervals = (
-        pd.DataFrame(rows).astype({"low": float, "point": float, "high": float}) if rows else None
-    )
-    beat = {str(k): float(v) for k, v in p_beat.items() if v is not None} if p_beat else None
-    return summary, intervals, beat
-
-
-def flatten_summary(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys with scalar leaves: ``strategies.model.sharpe``."""
-    flat: dict[str, Any] = {}
-    for key, value in summary.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_summary(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def write_report(

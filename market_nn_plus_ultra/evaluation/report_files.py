@@ -27,12 +27,16 @@ from .report_sample import (
     test_rows,
     walkforward_backtests,
 )
+from .summary import WalkForwardSummary, is_walkforward_summary
 
 __all__ = ["read_summary", "report_data_from_files", "require_column"]
 
 
 def read_summary(path: str | Path | None) -> dict[str, Any]:
-    """The walk-forward summary JSON as a dict ({} when ``path`` is None)."""
+    """The walk-forward summary JSON as a dict ({} when ``path`` is None).
+
+    :meth:`~.summary.WalkForwardSummary.from_dict` turns it into the typed summary.
+    """
     if path is None:
         return {}
     path = Path(path)
@@ -85,9 +89,9 @@ def _panel(db: Path, frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     )
 
 
-def _walked_without_bars(summary: dict[str, Any]) -> bool:
+def _walked_without_bars(summary: WalkForwardSummary) -> bool:
     """True when the walk-forward ran without a database (rule baselines on implied prices)."""
-    return any("OHLCV" in str(why) for why in (summary.get("skipped_baselines") or {}).values())
+    return any("OHLCV" in str(why) for why in summary.skipped_baselines.values())
 
 
 def _database_regimes(db: Path | None, data: DataConfig | None) -> tuple[pd.DataFrame | None, str]:
@@ -128,8 +132,7 @@ def _walkforward_inputs(
     scored: pd.DataFrame,
     frame: pd.DataFrame,
     score_from: pd.Timestamp | None,
-    raw: dict[str, Any],
-    wf_summary: dict[str, Any],
+    wf_summary: WalkForwardSummary,
     per_split: pd.DataFrame | None,
     *,
     evaluation: EvaluationConfig,
@@ -147,7 +150,7 @@ def _walkforward_inputs(
 
     db = _database(data)
     breaches = None
-    if "guardrail_breaches" in raw and guardrails is not None:
+    if wf_summary.guardrail_breaches is not None and guardrails is not None:
         scored, breaches = guard_predictions(scored, guardrails, data if db else None)
     if score_from is not None:
         history = frame[pd.to_datetime(frame["timestamp"], utc=True) < score_from]
@@ -156,18 +159,24 @@ def _walkforward_inputs(
     if splits is None:
         from .walkforward import WalkForwardBacktester
 
-        settings = raw.get("settings") or {}
+        settings = wf_summary.settings
+        if settings.train_window is None or settings.test_window is None:
+            raise ValueError(
+                "walk-forward summary: settings.train_window / settings.test_window are "
+                "missing and no per-fold table was given — pass the walk-forward's "
+                "per_split.parquet (--walkforward) or its complete summary.json"
+            )
         tester = WalkForwardBacktester(
-            settings["train_window"],
-            settings["test_window"],
-            settings.get("embargo", 1),
-            settings.get("step"),
-            expanding=bool(settings.get("expanding", False)),
+            settings.train_window,
+            settings.test_window,
+            1 if settings.embargo is None else settings.embargo,
+            settings.step,
+            expanding=bool(settings.expanding),
         )
         stamps = pd.to_datetime(scored["timestamp"], utc=True)
         splits = tester.splits(stamps, score_from=score_from)
     panel = None
-    if db is not None and data is not None and not _walked_without_bars(raw):
+    if db is not None and data is not None and not _walked_without_bars(wf_summary):
         panel = _panel(db, scored, data)
     backtests, missing = walkforward_backtests(
         scored, wf_summary, splits, evaluation=evaluation, panel=panel, seed=seed
@@ -184,19 +193,19 @@ def _regime_options(
     frame: pd.DataFrame,
     regime_column: str | None,
     evaluation: EvaluationConfig,
-    wf_summary: dict[str, Any],
+    wf_summary: WalkForwardSummary | None,
     data: DataConfig | None,
 ) -> tuple[pd.Series | None, pd.DataFrame | None, str | None]:
     """(labels per timestamp, database labels per row, why there are none)."""
     regimes, why_column = _regimes(frame, regime_column, evaluation.regime_column)
-    strategies = wf_summary.get("strategies") or {}
-    if regimes is not None or any((s or {}).get("regimes") for s in strategies.values()):
+    strategies = wf_summary.strategies if wf_summary is not None else {}
+    if regimes is not None or any(s.regimes for s in strategies.values()):
         return regimes, None, None
     labels, why_db = _database_regimes(_database(data), data)
     if labels is not None:
         return None, labels, None
     reasons = [why_column]
-    if wf_summary:
+    if wf_summary is not None:
         reasons.append("the walk-forward summary has no per-regime metrics")
     reasons.append(why_db)
     return None, None, "No regime labels: " + "; ".join(reasons) + "."
@@ -232,9 +241,11 @@ def report_data_from_files(
     from .walkforward_io import load_predictions, read_frame
 
     raw = read_summary(summary)
-    wf_summary, intervals, p_beat = split_summary(raw)
-    block = raw.get("sample") if isinstance(raw.get("sample"), dict) else {}
-    include = include_in_sample or block.get("scored") == "all"
+    listed, intervals, p_beat = split_summary(raw)
+    # the file boundary: a walk-forward summary is read typed, anything else only listed
+    wf_summary = WalkForwardSummary.from_dict(raw) if is_walkforward_summary(raw) else None
+    block = None if wf_summary is None else wf_summary.sample
+    include = include_in_sample or (block is not None and block.scored == "all")
     scored, frame, chosen = load_predictions(predictions, include_in_sample=include)
     if benchmark_column != "benchmark_return":
         require_column(frame, benchmark_column, "--benchmark-column")
@@ -246,7 +257,8 @@ def report_data_from_files(
     if db is not None:
         provenance["database"] = str(db)
     if cost_bps is None:
-        cost_bps = float((raw.get("settings") or {}).get("cost_bps", evaluation.cost_bps))
+        cost = None if wf_summary is None else wf_summary.settings.cost_bps
+        cost_bps = float(evaluation.cost_bps if cost is None else cost)
     options: dict[str, Any] = {"scored_sample": chosen.as_dict()}
     if sample_from_summary(wf_summary) is not None:
         score_from = chosen.start if chosen.out_of_sample else None
@@ -254,7 +266,6 @@ def report_data_from_files(
             scored,
             frame,
             score_from,
-            raw,
             wf_summary,
             per_split,
             evaluation=evaluation,
@@ -268,7 +279,7 @@ def report_data_from_files(
         scored,
         cost_bps=cost_bps,
         walkforward=per_split,
-        walkforward_summary=wf_summary or None,
+        walkforward_summary=wf_summary or listed or None,
         intervals=intervals,
         p_beat=p_beat,
         regimes=regimes,

@@ -23,6 +23,7 @@ from ..config import EvaluationConfig
 from .backtest import BacktestResult
 from .baselines import TimeSplit
 from .metrics import METRIC_KEYS, compute_metrics
+from .summary import WalkForwardSummary
 
 __all__ = [
     "ReportSample",
@@ -44,6 +45,10 @@ def _day(value: pd.Timestamp | None) -> str:
     if value is None:
         return "?"
     return f"{value:%Y-%m-%d %H:%M}" if value.hour or value.minute else f"{value:%Y-%m-%d}"
+
+
+def _iso(value: pd.Timestamp | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _utc(value: Any) -> pd.Timestamp | None:
@@ -111,37 +116,32 @@ class ReportSample:
 
 
 def sample_from_summary(
-    summary: Mapping[str, Any], index: pd.Index | None = None
+    summary: WalkForwardSummary | None, index: pd.Index | None = None
 ) -> ReportSample | None:
     """The walk-forward sample of ``summary`` (None without stitched model metrics).
 
     ``index``: the model's bars with a return in the report, used when the summary lacks
     ``oos_start`` / ``oos_end``.
     """
-    strategies = summary.get("strategies")
-    if not isinstance(strategies, Mapping) or "model" not in strategies:
+    if summary is None or summary.n_bars is None:
         return None
-    stitched = strategies["model"].get("stitched") or {}
-    n_bars = stitched.get("n_periods")
-    if n_bars is None:
-        return None
-    start, end = _utc(summary.get("oos_start")), _utc(summary.get("oos_end"))
+    start, end = _utc(summary.oos_start), _utc(summary.oos_end)
     if index is not None and len(index):
         start = start or pd.Timestamp(index.min())
         end = end or pd.Timestamp(index.max())
-    block = summary.get("sample") if isinstance(summary.get("sample"), Mapping) else {}
+    block = summary.sample
     return ReportSample(
         source="walkforward",
         start=start,
         end=end,
-        n_bars=int(n_bars),
-        n_splits=summary.get("n_splits"),
-        scored=block.get("scored"),
-        scored_start=_utc(block.get("start")),
-        scored_end=_utc(block.get("end")),
-        scored_bars=block.get("n_bars"),
-        n_left_out=block.get("n_left_out"),
-        notice=block.get("notice"),
+        n_bars=summary.n_bars,
+        n_splits=summary.n_splits,
+        scored=None if block is None else block.scored,
+        scored_start=None if block is None else _utc(block.start),
+        scored_end=None if block is None else _utc(block.end),
+        scored_bars=None if block is None else block.n_bars,
+        n_left_out=None if block is None else block.n_left_out,
+        notice=None if block is None else block.notice,
     )
 
 
@@ -157,7 +157,7 @@ def splits_from_per_split(per_split: pd.DataFrame | None) -> list[TimeSplit] | N
 
 
 def test_rows(
-    frame: pd.DataFrame, splits: Sequence[TimeSplit] | None, summary: Mapping[str, Any]
+    frame: pd.DataFrame, splits: Sequence[TimeSplit] | None, summary: WalkForwardSummary
 ) -> pd.DataFrame:
     """The rows of ``frame`` on the folds' test bars (or ``oos_start .. oos_end``)."""
     stamps = pd.to_datetime(frame["timestamp"], utc=True)
@@ -166,7 +166,7 @@ def test_rows(
         for split in splits:
             keep |= ((stamps >= split.test_start) & (stamps <= split.test_end)).to_numpy()
     else:
-        start, end = _utc(summary.get("oos_start")), _utc(summary.get("oos_end"))
+        start, end = _utc(summary.oos_start), _utc(summary.oos_end)
         keep = np.ones(len(frame), dtype=bool)
         if start is not None:
             keep &= (stamps >= start).to_numpy()
@@ -175,7 +175,7 @@ def test_rows(
     if not keep.any():
         raise ValueError(
             "predictions: no row falls on the walk-forward's test bars "
-            f"({summary.get('oos_start')} .. {summary.get('oos_end')}) — pass the predictions "
+            f"({_iso(summary.oos_start)} .. {_iso(summary.oos_end)}) — pass the predictions "
             "file the walk-forward scored (its --predictions) with its --summary."
         )
     return frame[keep].reset_index(drop=True)
@@ -183,7 +183,7 @@ def test_rows(
 
 def walkforward_backtests(
     frame: pd.DataFrame,
-    summary: Mapping[str, Any],
+    summary: WalkForwardSummary,
     splits: Sequence[TimeSplit],
     *,
     evaluation: EvaluationConfig,
@@ -199,10 +199,10 @@ def walkforward_backtests(
     """
     from .walkforward import MODEL, WalkForwardBacktester
 
-    names = [n for n in summary.get("strategies", {}) if n != MODEL]
-    settings = summary.get("settings") or {}
+    names = [n for n in summary.strategies if n != MODEL]
+    cost = summary.settings.cost_bps
     tester = WalkForwardBacktester(
-        1, 1, cost_bps=float(settings.get("cost_bps", evaluation.cost_bps))
+        1, 1, cost_bps=float(evaluation.cost_bps if cost is None else cost)
     )
     wanted = evaluation.model_copy(update={"baselines": names})
     result = tester.run(
@@ -220,7 +220,7 @@ def walkforward_backtests(
     missing = {
         name: "its per-bar returns need the database's OHLCV bars — pass the database "
         "walkforward read with --set data.sqlite_path=DB"
-        for name in result.summary.get("skipped_baselines", {})
+        for name in result.summary.skipped_baselines
     }
     for name in names:
         if name not in result.backtests and name not in missing:
@@ -298,9 +298,9 @@ def sample_from_predictions(
     )
 
 
-def check_summary_cost(summary: Mapping[str, Any], cost_bps: float) -> None:
+def check_summary_cost(summary: WalkForwardSummary, cost_bps: float) -> None:
     """Refuse a report cost that differs from the one the walk-forward scored at."""
-    scored = (summary.get("settings") or {}).get("cost_bps")
+    scored = summary.settings.cost_bps
     if scored is not None and abs(float(scored) - float(cost_bps)) > 1e-12:
         raise ValueError(
             f"cost_bps={cost_bps:g} but the walk-forward summary scored every strategy at "
@@ -310,15 +310,16 @@ def check_summary_cost(summary: Mapping[str, Any], cost_bps: float) -> None:
 
 
 def summary_headline(
-    summary: Mapping[str, Any], model: BacktestResult, baselines: Mapping[str, BacktestResult]
+    summary: WalkForwardSummary,
+    model: BacktestResult,
+    baselines: Mapping[str, BacktestResult],
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """The summary's stitched metrics per strategy, and where the rebuilt series disagree."""
     headline: dict[str, dict[str, float]] = {}
     warnings = []
     mine = {"model": model, **baselines}
-    for name, stats in summary["strategies"].items():
-        raw = stats.get("stitched") or {}
-        stitched = {k: (math.nan if v is None else v) for k, v in raw.items()}
+    for name, stats in summary.strategies.items():
+        stitched = {k: (math.nan if v is None else v) for k, v in stats.stitched.items()}
         headline[name] = stitched
         if name not in mine:
             continue
@@ -338,11 +339,11 @@ def summary_headline(
     return headline, warnings
 
 
-def summary_regimes(summary: Mapping[str, Any]) -> pd.DataFrame | None:
+def summary_regimes(summary: WalkForwardSummary) -> pd.DataFrame | None:
     """The walk-forward's per-regime metrics (``strategies.<name>.regimes``) as rows."""
     rows = [
         {"labeller": "regime column", "regime": regime, "strategy": name, **metrics}
-        for name, stats in summary["strategies"].items()
-        for regime, metrics in (stats.get("regimes") or {}).items()
+        for name, stats in summary.strategies.items()
+        for regime, metrics in (stats.regimes or {}).items()
     ]
     return pd.DataFrame(rows).fillna(math.nan) if rows else None

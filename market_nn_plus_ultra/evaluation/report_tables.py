@@ -18,6 +18,7 @@ from .metrics import hit_rate, sharpe_ratio
 
 if TYPE_CHECKING:
     from .report import ReportData
+    from .summary import SharpeDifference
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -160,15 +161,15 @@ def _bracket(low: Any, high: Any) -> str:
     return f"[{fmt_value(low, 'ratio')}, {fmt_value(high, 'ratio')}]"
 
 
-def _difference_cells(diff: dict[str, Any] | None) -> list[str]:
-    if not diff:
+def _difference_cells(diff: SharpeDifference | None) -> list[str]:
+    if diff is None:
         return ["—"] * 5
-    significant = diff.get("significant")
+    significant = diff.significant
     return [
-        _bracket(diff.get("low"), diff.get("high")),
-        _bracket(diff.get("low_adjusted"), diff.get("high_adjusted")),
-        fmt_value(diff.get("p_value"), "ratio"),
-        fmt_value(diff.get("p_adjusted"), "ratio"),
+        _bracket(diff.low, diff.high),
+        _bracket(diff.low_adjusted, diff.high_adjusted),
+        fmt_value(diff.p_value, "ratio"),
+        fmt_value(diff.p_adjusted, "ratio"),
         "—" if significant is None else ("yes" if significant else "no"),
     ]
 
@@ -188,17 +189,17 @@ def comparison_table(data: ReportData) -> pd.DataFrame | None:
     if not names:
         return None
     model_sharpe = float(metrics["model"].get("sharpe", math.nan))
-    level = next((d.get("level") for d in (data.sharpe_difference or {}).values()), None)
+    level = next((d.level for d in (data.sharpe_difference or {}).values()), None)
     if level is None and data.intervals is not None and not data.intervals.empty:
         level = float(data.intervals["level"].iloc[0])
     band = f"{100 * level:.0f}% interval" if level else "Interval"
     rows = []
     for name in names:
         diff = (data.sharpe_difference or {}).get(name)
-        point = diff.get("estimate") if diff else None
+        point = diff.estimate if diff is not None else None
         if point is None:
             point = model_sharpe - float(metrics[name].get("sharpe", math.nan))
-        n = (diff or {}).get("n", metrics[name].get("n_periods"))
+        n = diff.n if diff is not None and diff.n is not None else metrics[name].get("n_periods")
         beat = (data.p_beat or {}).get(name)
         rows.append(
             [

@@ -19,8 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -33,6 +32,13 @@ from .bootstrap import bootstrap_metrics, compare_sharpe
 from .metrics import METRIC_KEYS, compute_metrics, infer_periods_per_year
 from .paired import sharpe_differences
 from .sample import ScoredSample
+from .summary import (
+    BootstrapSummary,
+    SampleSummary,
+    StrategySummary,
+    WalkForwardSettings,
+    WalkForwardSummary,
+)
 
 __all__ = ["MODEL", "WalkForwardBacktester", "WalkForwardResult"]
 
@@ -42,13 +48,17 @@ log = logging.getLogger(__name__)
 MODEL = "model"
 
 
-@dataclass
+@dataclass(frozen=True)
 class WalkForwardResult:
-    """Folds, per-fold metrics of every strategy, the summary and the stitched returns."""
+    """Folds, per-fold metrics of every strategy, the summary and the stitched returns.
+
+    Frozen: a step that adds to it (guardrail breaches, the retrain folds) returns a new
+    result through ``dataclasses.replace``.
+    """
 
     splits: list[TimeSplit]
     per_split: pd.DataFrame  # strategy, split, train/test bounds, every METRIC_KEY
-    summary: dict[str, Any]
+    summary: WalkForwardSummary
     returns: pd.DataFrame  # stitched net returns: index timestamp, one column per strategy
     regimes: pd.DataFrame | None = None  # strategy, regime, every METRIC_KEY
     backtests: dict[str, BacktestResult] = field(default_factory=dict)
@@ -240,12 +250,11 @@ class WalkForwardBacktester:
         summary = _summary(self, results, per_split, regimes, splits, skipped)
         if sample is not None:
             scored = results[MODEL].returns.dropna().index
-            summary["sample"] = sample.restrict(
-                splits[0].test_start, splits[-1].test_end, len(scored)
-            ).as_dict()
+            restricted = sample.restrict(splits[0].test_start, splits[-1].test_end, len(scored))
+            summary = replace(summary, sample=SampleSummary.from_scored(restricted))
         if bootstrap:
             notify("bootstrap")
-            summary["bootstrap"] = _bootstrap(results, cfg, ppy)
+            summary = replace(summary, bootstrap=_bootstrap(results, cfg, ppy))
         return WalkForwardResult(splits, per_split, summary, returns, regimes, results)
 
 
@@ -345,43 +354,46 @@ def _summary(
     regimes: pd.DataFrame | None,
     splits: Sequence[TimeSplit],
     skipped: dict[str, str],
-) -> dict[str, Any]:
+) -> WalkForwardSummary:
     stats = per_split.groupby("strategy", sort=False)[list(METRIC_KEYS)]
     mean, std = stats.mean(), stats.std(ddof=1)
-    strategies = {
-        name: {
-            "stitched": {k: result.metrics[k] for k in METRIC_KEYS},
-            "split_mean": mean.loc[name].to_dict(),
-            "split_std": std.loc[name].to_dict(),
-        }
-        for name, result in results.items()
-    }
+    by_regime: dict[str, dict[str, dict[str, float]]] = {}
     if regimes is not None:
         for name, group in regimes.groupby("strategy", sort=False):
-            strategies[name]["regimes"] = {
+            by_regime[name] = {
                 str(row["regime"]): {k: row[k] for k in METRIC_KEYS}
                 for row in group.to_dict("records")
             }
-    return {
-        "settings": {
-            "train_window": tester.train_window,
-            "test_window": tester.test_window,
-            "step": tester.step or tester.test_window,
-            "embargo": tester.embargo,
-            "expanding": tester.expanding,
-            "cost_bps": tester.cost_bps,
-        },
-        "n_splits": len(splits),
-        "oos_start": splits[0].test_start,
-        "oos_end": splits[-1].test_end,
-        "strategies": strategies,
-        "skipped_baselines": skipped,
+    strategies = {
+        name: StrategySummary(
+            stitched={k: result.metrics[k] for k in METRIC_KEYS},
+            split_mean=mean.loc[name].to_dict(),
+            split_std=std.loc[name].to_dict(),
+            regimes=by_regime.get(name),
+        )
+        for name, result in results.items()
     }
+    settings = WalkForwardSettings(
+        train_window=tester.train_window,
+        test_window=tester.test_window,
+        step=tester.step or tester.test_window,
+        embargo=tester.embargo,
+        expanding=tester.expanding,
+        cost_bps=tester.cost_bps,
+    )
+    return WalkForwardSummary(
+        settings=settings,
+        n_splits=len(splits),
+        oos_start=splits[0].test_start,
+        oos_end=splits[-1].test_end,
+        strategies=strategies,
+        skipped_baselines=skipped,
+    )
 
 
 def _bootstrap(
     results: dict[str, BacktestResult], cfg: EvaluationConfig, ppy: float
-) -> dict[str, Any]:
+) -> BootstrapSummary:
     model = results[MODEL].returns.dropna()
     options = {
         "periods_per_year": ppy,
@@ -391,14 +403,17 @@ def _bootstrap(
     }
     intervals = bootstrap_metrics(model.to_numpy(), level=cfg.bootstrap_level, **options)
     others = {n: r.returns for n, r in results.items() if n != MODEL}
-    return {
-        "level": cfg.bootstrap_level,
-        "reps": cfg.bootstrap_reps,
-        "block_length": float(intervals["block_length"].iloc[0]),
-        "model": intervals[["estimate", "low", "high"]].to_dict("index"),
-        "prob_model_sharpe_exceeds": compare_sharpe(model, others, **options),
-        # Sharpe(model) − Sharpe(baseline): paired intervals, Holm-adjusted p-values
-        "sharpe_difference": sharpe_differences(model, others, level=cfg.bootstrap_level, **options)
-        if others
-        else {},
-    }
+    # Sharpe(model) − Sharpe(baseline): paired intervals, Holm-adjusted p-values
+    differences = (
+        sharpe_differences(model, others, level=cfg.bootstrap_level, **options) if others else {}
+    )
+    return BootstrapSummary.from_dict(
+        {
+            "level": cfg.bootstrap_level,
+            "reps": cfg.bootstrap_reps,
+            "block_length": float(intervals["block_length"].iloc[0]),
+            "model": intervals[["estimate", "low", "high"]].to_dict("index"),
+            "prob_model_sharpe_exceeds": compare_sharpe(model, others, **options),
+            "sharpe_difference": differences,
+        }
+    )

@@ -10,16 +10,13 @@ atomically.
 from __future__ import annotations
 
 import difflib
-import json
-import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, atomic_write
+from .._io import atomic_path, write_json
 from ..config import DataConfig, EvaluationConfig, GuardrailsConfig
 from .guardrails import apply_guardrails, sectors_from_assets
 from .predictions import check_predictions
@@ -153,7 +150,7 @@ def walkforward_from_files(
         sample=sample,
     )
     if breaches is not None:
-        attach_breaches(result, breaches)
+        result = attach_breaches(result, breaches)
     return result
 
 
@@ -169,25 +166,11 @@ def guard_predictions(
     return apply_guardrails(frame, guardrails, sectors)
 
 
-def attach_breaches(result: WalkForwardResult, breaches: pd.DataFrame) -> None:
-    """Keep the breaches on the result and count them per rule in its summary."""
-    result.breaches = breaches
-    result.summary["guardrail_breaches"] = breaches.groupby("rule").size().to_dict()
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf → None, numpy scalars → Python, timestamps → ISO-8601."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
+def attach_breaches(result: WalkForwardResult, breaches: pd.DataFrame) -> WalkForwardResult:
+    """A copy of ``result`` that keeps the breaches and counts them per rule in its summary."""
+    counts = {str(rule): int(n) for rule, n in breaches.groupby("rule").size().items()}
+    summary = replace(result.summary, guardrail_breaches=counts)
+    return replace(result, summary=summary, breaches=breaches)
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -212,8 +195,7 @@ def write_walkforward(
     if metrics_path is not None:
         written["per-fold metrics"] = _atomic(Path(metrics_path), result.per_split.to_parquet)
     if summary_path is not None:
-        text = json.dumps(_clean(result.summary), indent=2, allow_nan=False)
-        written["summary"] = atomic_write(Path(summary_path), text + "\n")
+        written["summary"] = write_json(Path(summary_path), result.summary.to_dict())
     if regimes_path is not None and result.regimes is not None:
         written["per-regime metrics"] = _atomic(Path(regimes_path), result.regimes.to_parquet)
     if breaches_path is not None and result.breaches is not None:

@@ -1,5 +1,5 @@
 """Orchestration layer: workflows that chain the others — the demo, walk-forward with
-retraining per fold, and benchmark sweeps with their Parquet catalogue."""
+retraining per fold (and the walk-forward command's dispatcher), and benchmark sweeps with their Parquet catalogue."""
 
 from .catalogue import CATALOGUE_COLUMNS, append_catalogue, read_catalogue
 from .demo import DEMO_STEPS, DemoResult, build_demo_databases, demo_config, run_demo
@@ -14,6 +14,12 @@ from .sweep import (
     run_pretraining_comparison,
     run_sweep,
 )
+from .walkforward_run import (
+    WalkForwardOutputs,
+    WalkForwardRun,
+    check_walkforward_mode,
+    run_walkforward,
+)
 
 __all__ = [
     "CATALOGUE_COLUMNS",
@@ -26,8 +32,11 @@ __all__ = [
     "RetrainFold",
     "Scenario",
     "SweepResult",
+    "WalkForwardOutputs",
+    "WalkForwardRun",
     "append_catalogue",
     "build_demo_databases",
+    "check_walkforward_mode",
     "demo_config",
     "expand_scenarios",
     "read_catalogue",
@@ -35,5 +44,6 @@ __all__ = [
     "run_demo",
     "run_pretraining_comparison",
     "run_sweep",
+    "run_walkforward",
     "walkforward_retrain",
 ]

@@ -28,7 +28,7 @@ from ..data.fixtures import write_fixture
 from ..data.samples import import_samples
 from ..data.store import summarise_series
 from ..data.validation import ValidationReport, validate_database
-from ..evaluation.report import ReportPaths, build_report_data, split_summary, write_report
+from ..evaluation.report import ReportPaths, build_report_data, summary_intervals, write_report
 from ..evaluation.walkforward import MODEL, WalkForwardResult
 from ..evaluation.walkforward_io import walkforward_from_files, write_walkforward
 from ..inference.agent import Agent
@@ -215,7 +215,7 @@ def _report(
 ) -> ReportPaths:
     stamps = pd.to_datetime(frame["timestamp"], utc=True)
     in_folds = frame[stamps.isin(wf.returns.index)]
-    summary, intervals, p_beat = split_summary(wf.summary)
+    intervals, p_beat = summary_intervals(wf.summary)
     market = result.databases[0]
     provenance: dict[str, Any] = {
         "database": str(market.path),
@@ -229,7 +229,7 @@ def _report(
         cost_bps=cfg.evaluation.cost_bps,
         baselines={name: r for name, r in wf.backtests.items() if name != MODEL},
         walkforward=wf.per_split,
-        walkforward_summary=summary or None,
+        walkforward_summary=wf.summary,
         intervals=intervals,
         p_beat=p_beat,
         provenance=provenance,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from .._io import atomic_path, atomic_write
 from ..config import Config
 from ..evaluation.baselines import TimeSplit
 from ..evaluation.sample import select_sample
+from ..evaluation.summary import RetrainSummary
 from ..evaluation.walkforward import WalkForwardBacktester, WalkForwardResult
 from ..evaluation.walkforward_io import attach_breaches, guard_predictions
 from ..features.compute import compute_features
@@ -214,7 +215,7 @@ def walkforward_retrain(
     ``output_dir/predictions.parquet``. ``guardrails``: apply ``cfg.guardrails`` to the
     stitched positions before scoring (the saved predictions stay unguarded; the breaches
     land in ``result.breaches``). ``on_fold(done, total, message)`` reports each
-    fold; ``on_step`` the backtester's steps. The result's ``summary["retrain"]`` lists
+    fold; ``on_step`` the backtester's steps. The result's ``summary.retrain`` lists
     every fold's bounds and whether it was trained now or reused.
     """
     output = Path(output_dir)
@@ -267,12 +268,12 @@ def walkforward_retrain(
         sample=sample,
     )
     if breaches is not None:
-        attach_breaches(result, breaches)
-    result.summary["retrain"] = {
-        "output_dir": str(output),
-        "predictions": str(predictions),
-        "window": cfg.windows.window,
-        "horizon": cfg.windows.horizon,
-        "folds": [{**fold.describe(), "status": status[fold.name]} for fold in folds],
-    }
-    return result
+        result = attach_breaches(result, breaches)
+    record = RetrainSummary(
+        output_dir=str(output),
+        predictions=str(predictions),
+        window=cfg.windows.window,
+        horizon=cfg.windows.horizon,
+        folds=tuple({**fold.describe(), "status": status[fold.name]} for fold in folds),
+    )
+    return replace(result, summary=replace(result.summary, retrain=record))

@@ -150,20 +150,20 @@ def test_report_from_walkforward_files_shows_its_sample_and_every_baseline(tmp_p
     run = runner.invoke(app, [*args, "--set", "data.sqlite_path=none.db"])
     assert run.exit_code == 0, run.output
     md, html = out.with_suffix(".md").read_text(), out.read_text()
-    strategies = result.summary["strategies"]
-    n = strategies["model"]["stitched"]["n_periods"]
+    strategies = result.summary.strategies
+    n = strategies["model"].stitched["n_periods"]
     assert n == 120 and f"{n} bars (3 folds)" in " ".join(run.output.split())
-    boot = result.summary["bootstrap"]["model"]["sharpe"]
-    cell = f"{boot['estimate']:.2f} [{boot['low']:.2f}, {boot['high']:.2f}]"
-    assert f"| model | {100 * strategies['model']['stitched']['total_return']:.2f}%" in md
+    boot = result.summary.bootstrap.model["sharpe"]
+    cell = f"{boot.estimate:.2f} [{boot.low:.2f}, {boot.high:.2f}]"
+    assert f"| model | {100 * strategies['model'].stitched['total_return']:.2f}%" in md
     assert f" {cell} " in md
     whole = backtest(frame, cost_bps=3.0, benchmark_column="bench").metrics["sharpe"]
     assert f" {whole:.2f} [" not in md
     for name, stats in strategies.items():
-        assert f"| {name} | {100 * stats['stitched']['total_return']:.2f}%" in md, name
+        assert f"| {name} | {100 * stats.stitched['total_return']:.2f}%" in md, name
         # One trace per strategy in each of the equity, drawdown and rolling-Sharpe charts.
         assert html.count(f'"name":"{name}"') >= 3, name
-    assert "ridge" in result.summary["skipped_baselines"] and "| ridge |" not in md
+    assert "ridge" in result.summary.skipped_baselines and "| ridge |" not in md
     assert "No regime labels: the predictions have no 'regime' column" in md
     assert (
         "has no `regimes` rows" not in md

@@ -271,13 +271,13 @@ def test_report_from_walkforward_files_matches_the_summary(walked):
         summary=folder / "summary.json",
     )
     assert data.cost_bps == 4.0 and not data.warnings and not data.missing_series
-    stitched = result.summary["strategies"]
-    n = stitched["model"]["stitched"]["n_periods"]
+    stitched = result.summary.strategies
+    n = stitched["model"].stitched["n_periods"]
     assert data.sample.n_bars == n == len(result.returns["model"].dropna())
     shown = headline_table(data).set_index("Strategy")
     for name, stats in stitched.items():
         assert shown.loc[name, "Periods"] == f"{n:,}"
-        assert shown.loc[name, "Sharpe"].startswith(f"{stats['stitched']['sharpe']:.2f}")
+        assert shown.loc[name, "Sharpe"].startswith(f"{stats.stitched['sharpe']:.2f}")
     # Every strategy's per-bar series is in the charts, equal to the walk-forward's own.
     curves = equity_curves(data)
     assert list(curves.columns) == [*stitched, "benchmark"]
@@ -285,7 +285,7 @@ def test_report_from_walkforward_files_matches_the_summary(walked):
         walked_returns = result.returns[name].dropna()
         np.testing.assert_allclose(curves[name], np.cumprod(1 + walked_returns), rtol=1e-12)
     assert drawdowns(data)["momentum"].min() == pytest.approx(
-        stitched["momentum"]["stitched"]["max_drawdown"]
+        stitched["momentum"].stitched["max_drawdown"]
     )
 
 

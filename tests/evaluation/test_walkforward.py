@@ -48,15 +48,15 @@ def test_model_equal_to_a_baseline_scores_the_same_and_folds_match_by_hand():
     cfg = RULES.model_copy(update={"momentum_lookback": 5})
     tester = WalkForwardBacktester(40, 30, embargo=2, cost_bps=0.0)
     result = tester.run(preds, config=cfg, bootstrap=False)  # prices implied by returns
-    summary = result.summary["strategies"]
-    assert summary[MODEL]["stitched"]["sharpe"] == pytest.approx(
-        summary["momentum"]["stitched"]["sharpe"], rel=1e-9
+    summary = result.summary.strategies
+    assert summary[MODEL].stitched["sharpe"] == pytest.approx(
+        summary["momentum"].stitched["sharpe"], rel=1e-9
     )
     with_bars = tester.run(preds, panel=panel, config=cfg, bootstrap=False)
-    assert with_bars.summary["strategies"]["momentum"]["stitched"]["total_return"] == (
-        pytest.approx(summary[MODEL]["stitched"]["total_return"], rel=1e-9)
+    assert with_bars.summary.strategies["momentum"].stitched["total_return"] == (
+        pytest.approx(summary[MODEL].stitched["total_return"], rel=1e-9)
     )
-    assert result.summary["skipped_baselines"] == {}
+    assert result.summary.skipped_baselines == {}
 
     # every fold's metrics from the portfolio returns computed here by hand
     for split in result.splits:
@@ -71,9 +71,9 @@ def test_model_equal_to_a_baseline_scores_the_same_and_folds_match_by_hand():
     folds = result.per_split[result.per_split["strategy"] == MODEL]
     # 160 bars: tests start at bar 40 + 1 + 2 and 3 folds of 30 fit before the last bar
     assert len(result.splits) == 3
-    assert summary[MODEL]["stitched"]["n_periods"] == folds["n_periods"].sum() == 3 * 30
-    assert summary[MODEL]["split_mean"]["sharpe"] == pytest.approx(folds["sharpe"].mean())
-    assert summary[MODEL]["split_std"]["sharpe"] == pytest.approx(folds["sharpe"].std())
+    assert summary[MODEL].stitched["n_periods"] == folds["n_periods"].sum() == 3 * 30
+    assert summary[MODEL].split_mean["sharpe"] == pytest.approx(folds["sharpe"].mean())
+    assert summary[MODEL].split_std["sharpe"] == pytest.approx(folds["sharpe"].std())
     assert set(result.per_split.columns) >= {"strategy", "split", "test_start", *METRIC_KEYS}
     assert set(result.returns.columns) == {MODEL, "buy_and_hold", "momentum", "mean_reversion"}
 
@@ -100,10 +100,10 @@ def test_regime_attribution_and_outputs(tmp_path):
     row = result.regimes.query("strategy == @MODEL and regime == 'calm'").iloc[0]
     assert row["total_return"] == pytest.approx(np.prod(1 + calm.to_numpy()) - 1, rel=1e-9)
     assert row["n_periods"] == len(calm)
-    assert set(result.summary["strategies"]["momentum"]["regimes"]) == {"calm", "storm"}
-    boot = result.summary["bootstrap"]
-    assert set(boot["prob_model_sharpe_exceeds"]) == {"buy_and_hold", "momentum", "mean_reversion"}
-    assert boot["model"]["sharpe"]["low"] < boot["model"]["sharpe"]["high"]
+    assert set(result.summary.strategies["momentum"].regimes) == {"calm", "storm"}
+    boot = result.summary.bootstrap
+    assert set(boot.prob_model_sharpe_exceeds) == {"buy_and_hold", "momentum", "mean_reversion"}
+    assert boot.model["sharpe"].low < boot.model["sharpe"].high
 
     paths = write_walkforward(
         result, tmp_path / "per_split.parquet", tmp_path / "summary.json", tmp_path / "r.parquet"

@@ -81,8 +81,8 @@ def test_retrain_trains_each_fold_on_its_past_and_resumes(cfg, tmp_path):
     out = tmp_path / "wf"
     messages: list[str] = []
     result = walkforward_retrain(cfg, out, on_fold=lambda d, t, m: messages.append(m))
-    folds = result.summary["retrain"]["folds"]
-    assert len(folds) == 3 and result.summary["n_splits"] == 3
+    folds = result.summary.retrain.folds
+    assert len(folds) == 3 and result.summary.n_splits == 3
     assert [f["status"] for f in folds] == ["trained"] * 3
     preds = pd.read_parquet(out / "predictions.parquet")
     for k, fold in enumerate(folds):
@@ -115,7 +115,7 @@ def test_retrain_trains_each_fold_on_its_past_and_resumes(cfg, tmp_path):
     (out / "fold_1" / FOLD_PREDICTIONS).unlink()
     before = (out / "fold_0" / "last.ckpt").stat().st_mtime_ns
     again = walkforward_retrain(cfg, out, bootstrap=False)
-    assert [f["status"] for f in again.summary["retrain"]["folds"]] == [
+    assert [f["status"] for f in again.summary.retrain.folds] == [
         "reused",
         "trained",
         "reused",
