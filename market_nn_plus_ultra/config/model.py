@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -60,7 +61,7 @@ class LossConfig(_Section):
 
 
 _ARCHITECTURE_HELP = (
-    "hybrid_transformer, omni_mixture, moe_transformer, state_space, temporal_fusion"
+    "hybrid_transformer, omni_mixture, moe_transformer, state_space, temporal_fusion, multi_scale"
 )
 
 _HEAD_HELP = "regression, action, quantile, dirichlet, quantile_dirichlet"
@@ -103,6 +104,14 @@ class ModelConfig(_Section):
     )
     cross_every: int = Field(
         2, ge=1, description="omni_mixture: cross-scale attention after every this many layers."
+    )
+    scales: list[int] = Field(
+        default_factory=lambda: [1, 8, 40],
+        description="multi_scale: tokens (bars when patch_size=1) pooled into one step of "
+        "each scale's encoder; strictly ascending, starting with 1 (the fine scale).",
+    )
+    scale_depth: int = Field(
+        2, ge=1, description="multi_scale: transformer blocks in each coarse scale's encoder."
     )
     num_experts: int = Field(8, ge=1, description="moe_transformer: experts per MoE layer.")
     top_k: int = Field(2, ge=1, description="moe_transformer: experts each token is routed to.")
@@ -163,6 +172,12 @@ class ModelConfig(_Section):
             raise ValueError(
                 f"model.dilations {self.dilations} must be a non-empty list of integers >= 1, "
                 "e.g. [1, 2, 4, 8]"
+            )
+        sc = self.scales
+        if not sc or sc[0] != 1 or any(b <= a for a, b in pairwise(sc)):
+            raise ValueError(
+                f"model.scales {sc} must start with 1 (the fine scale) and strictly increase, "
+                "e.g. [1, 8, 40]"
             )
         qs = self.quantiles
         if not qs or any(not 0.0 < q < 1.0 for q in qs) or qs != sorted(set(qs)):

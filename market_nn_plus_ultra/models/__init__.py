@@ -29,6 +29,7 @@ from market_nn_plus_ultra.models.layers import (
 )
 from market_nn_plus_ultra.models.losses import LOSS_TERMS, CompositeTradingLoss, TradingLossResult
 from market_nn_plus_ultra.models.moe_transformer import MoETransformer
+from market_nn_plus_ultra.models.multi_scale import MultiScaleEncoder
 from market_nn_plus_ultra.models.omni_mixture import OmniMixture
 from market_nn_plus_ultra.models.profiling import (
     ProfileResult,
@@ -71,6 +72,7 @@ __all__ = [
     "MarketStateEmbedding",
     "MoEFeedForward",
     "MoETransformer",
+    "MultiScaleEncoder",
     "OmniMixture",
     "PatchEmbedding",
     "ProfileResult",

@@ -133,6 +133,20 @@ def _active_parameters(model: nn.Module, cfg: ModelConfig) -> int:
     return total
 
 
+def _multi_scale_flops(model: nn.Module, cfg: ModelConfig, tokens: int) -> float:
+    """:func:`estimate_flops` for ``multi_scale``: each coarse encoder's parameters see
+    ``T // k`` tokens, its attention ``(T // k)²`` pairs, and each fusion ``T · (1 + T // k)``
+    (query × coarse keys plus the null key)."""
+    coarse = [count_parameters(encoder) for encoder in model.coarse]
+    steps = [tokens // k for k in cfg.scales[1:]]
+    fine = count_parameters(model) - sum(coarse)  # embedding, fine blocks, fusions, norm
+    params = fine * tokens + sum(p * n for p, n in zip(coarse, steps, strict=True))
+    pairs = cfg.depth * tokens * tokens + sum(
+        cfg.scale_depth * n * n + tokens * (1 + n) for n in steps
+    )
+    return float(6 * params + 12 * cfg.d_model * pairs)
+
+
 def estimate_flops(cfg: ModelConfig, n_features: int, seq_len: int) -> float:
     """Training FLOPs per sample (one window of ``seq_len`` steps), forward + backward.
 
@@ -150,6 +164,8 @@ def estimate_flops(cfg: ModelConfig, n_features: int, seq_len: int) -> float:
     except (NotImplementedError, RuntimeError):
         model = build_backbone(cfg, n_features)
     tokens = -(-seq_len // cfg.patch_size)
+    if cfg.architecture == "multi_scale":
+        return _multi_scale_flops(model, cfg, tokens)
     attention_layers = 0 if cfg.architecture == "state_space" else cfg.depth
     return float(
         6 * _active_parameters(model, cfg) * tokens

@@ -53,6 +53,7 @@ def test_the_registries_hold_the_five_backbones_and_five_heads() -> None:
     assert ARCHITECTURES == [
         "hybrid_transformer",
         "moe_transformer",
+        "multi_scale",
         "omni_mixture",
         "state_space",
         "temporal_fusion",

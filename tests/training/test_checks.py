@@ -25,7 +25,7 @@ def test_the_defaults_pass():
             "model.architecture=hybrid_transfomer",
             r"`model.architecture`: unknown name 'hybrid_transfomer' — did you mean "
             r"`model.architecture=hybrid_transformer`\? Registered: hybrid_transformer, "
-            r"moe_transformer, omni_mixture, state_space, temporal_fusion\.",
+            r"moe_transformer, multi_scale, omni_mixture, state_space, temporal_fusion\.",
         ),
         ("model.architecture=lstm", r"unknown name 'lstm' Registered: hybrid_transformer"),
         ("model.head=dirichlt", r"did you mean `model.head=dirichlet`\?"),
