@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -83,7 +84,11 @@ class _Log:
             if isinstance(part, str):
                 text = text + part
             elif part.dtype.kind == "f":
-                text = text + pd.Series(np.round(part[changed], 4), index=text.index).astype(str)
+                # format each distinct value once: a bar-level measure (turnover, gross)
+                # repeats for every symbol of the bar, and str() per row dominated the rule
+                uniq, inverse = np.unique(np.round(part[changed], 4), return_inverse=True)
+                labels = pd.Series(uniq).astype(str).to_numpy(dtype=object)[inverse]
+                text = text + pd.Series(labels, index=text.index)
             else:
                 text = text + pd.Series(part[changed], index=text.index).astype(str)
         self.blocks.append(
@@ -258,6 +263,41 @@ def _stop_flags(wealth: np.ndarray, cfg: GuardrailsConfig) -> np.ndarray:
     return flags
 
 
+@numba.njit(cache=True, nogil=True)
+def _turnover_kernel(target, forced, cap):  # pragma: no cover - compiled
+    """Cap each bar's turnover ``mean_s |target − held|`` at ``cap``, bar by bar.
+
+    ``target``/``forced`` are ``[n_bars, S]`` (NaN = symbol absent). Sequential by
+    nature: the cap limits the move from the *adjusted* previous position, so each bar
+    depends on the last; one compiled pass instead of a Python loop over bars. Returns
+    the adjusted targets and each bar's requested turnover (NaN on an empty bar).
+    """
+    n_bars, n_symbols = target.shape
+    held = np.zeros(n_symbols)
+    adjusted = target.copy()
+    level = np.full(n_bars, np.nan)
+    for t in range(n_bars):
+        total, count = 0.0, 0
+        for s in range(n_symbols):
+            if not np.isnan(target[t, s]):
+                total += abs(target[t, s] - held[s])
+                count += 1
+        if count == 0:
+            continue
+        turnover = total / count
+        level[t] = turnover
+        for s in range(n_symbols):
+            if np.isnan(target[t, s]):
+                continue
+            if turnover > cap:
+                if forced[t, s]:
+                    adjusted[t, s] = 0.0
+                else:
+                    adjusted[t, s] = held[s] + (target[t, s] - held[s]) * cap / turnover
+            held[s] = adjusted[t, s]
+    return adjusted, level
+
+
 def _limit_turnover(
     frame: pd.DataFrame, pos: np.ndarray, flat: np.ndarray, cap: float, log: _Log
 ) -> np.ndarray:
@@ -268,19 +308,7 @@ def _limit_turnover(
     target[t_codes, s_codes] = pos
     forced = np.zeros_like(target, dtype=bool)
     forced[t_codes, s_codes] = flat
-    held = np.zeros(len(symbols))
-    adjusted = target.copy()
-    level = np.zeros(n_bars)  # turnover each bar asked for
-    # Sequential by nature: the cap limits the move from the *adjusted* previous
-    # position, so each bar depends on the last. One vectorised step per bar.
-    for t in range(n_bars):
-        present = ~np.isnan(target[t])
-        move = np.where(forced[t, present], 0.0, target[t, present] - held[present])
-        turnover = level[t] = np.abs(target[t, present] - held[present]).mean()
-        if turnover > cap:
-            new = np.where(forced[t, present], 0.0, held[present] + move * cap / turnover)
-            adjusted[t, present] = new
-        held[present] = adjusted[t, present]
+    adjusted, level = _turnover_kernel(target, forced, float(cap))
     after = adjusted[t_codes, s_codes]
     log.add("max_turnover", pos, after, "turnover ", level[t_codes], f" > {cap:g}: trades scaled")
     return after

@@ -8,7 +8,9 @@ targets hold. Internally heads predict in units of ``model.return_scale`` (a typ
 bar return, 1% by default) so the network's outputs and losses are O(1) whatever the
 data's frequency; outputs are rescaled to plain returns.
 
-Each head has ``loss(output, targets[B, H]) -> scalar``, its own supervised loss.
+Each head has ``loss(output, targets[B, H], weight=None) -> scalar``, its own supervised
+loss; the optional 0/1 ``weight [B]`` scores only the rows it keeps (static shapes, no
+host sync — the training step's way to skip windows whose targets are unknown).
 Direction labels (down/flat/up) come from the first-horizon return with the flat band
 ``model.flat_band``. Risk terms on the positions' PnL are added by
 :class:`~market_nn_plus_ultra.models.losses.CompositeTradingLoss`.
@@ -39,6 +41,8 @@ __all__ = [
     "QuantileDirichletHead",
     "QuantileHead",
     "RegressionHead",
+    "advance_annealing",
+    "anneal_per_optimizer_step",
     "non_crossing_quantiles",
 ]
 
@@ -105,10 +109,12 @@ class _Head(nn.Module):
             )
         return targets / self.return_scale
 
-    def forecast_loss(self, forecast: Tensor, scaled_targets: Tensor) -> Tensor:
+    def forecast_loss(
+        self, forecast: Tensor, scaled_targets: Tensor, weight: Tensor | None = None
+    ) -> Tensor:
         cfg = self.loss_cfg
         return regression_loss(
-            forecast / self.return_scale, scaled_targets, cfg.regression, cfg.huber_delta
+            forecast / self.return_scale, scaled_targets, cfg.regression, cfg.huber_delta, weight
         )
 
     def labels(self, targets: Tensor) -> Tensor:
@@ -153,8 +159,8 @@ class RegressionHead(_Head):
         scaled = self.out(z)  # (B, H) in return_scale units
         return HeadOutput(position=self.position(z, scaled), forecast=scaled * self.return_scale)
 
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
-        return self.forecast_loss(output.forecast, self.check_targets(output, targets))
+    def loss(self, output: HeadOutput, targets: Tensor, weight: Tensor | None = None) -> Tensor:
+        return self.forecast_loss(output.forecast, self.check_targets(output, targets), weight)
 
 
 @register_head("action")
@@ -180,10 +186,11 @@ class ActionHead(_Head):
             logits=logits,
         )
 
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
+    def loss(self, output: HeadOutput, targets: Tensor, weight: Tensor | None = None) -> Tensor:
         scaled = self.check_targets(output, targets)
-        ce = classification_loss(output.logits, self.labels(targets), self.loss_cfg.label_smoothing)
-        return ce + self.forecast_loss(output.forecast, scaled)
+        labels, smoothing = self.labels(targets), self.loss_cfg.label_smoothing
+        ce = classification_loss(output.logits, labels, smoothing, weight)
+        return ce + self.forecast_loss(output.forecast, scaled, weight)
 
 
 class _QuantileBlock(nn.Module):
@@ -224,20 +231,24 @@ class QuantileHead(_Head):
             quantiles=q * self.return_scale,
         )
 
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
+    def loss(self, output: HeadOutput, targets: Tensor, weight: Tensor | None = None) -> Tensor:
         scaled = self.check_targets(output, targets)
-        return pinball_loss(output.quantiles / self.return_scale, scaled, self.quantile.tau)
+        return pinball_loss(output.quantiles / self.return_scale, scaled, self.quantile.tau, weight)
 
 
 class _DirichletBlock(nn.Module):
     """``z (B, D)`` → concentrations ``alpha = 1 + softplus(evidence) (B, 3)`` and the
-    annealed evidential loss. The KL weight ``min(1, step / anneal_steps)`` advances once
-    per training-mode loss call (one optimiser step) and is saved with the checkpoint."""
+    annealed evidential loss. The KL weight is ``min(1, step / anneal_steps)``; the
+    counter is saved with the checkpoint. Standalone it advances once per training-mode
+    loss call; a trainer with gradient accumulation calls :func:`anneal_per_optimizer_step`
+    once and then :func:`advance_annealing` after each optimiser step, so λ counts
+    optimiser steps, not micro-batches."""
 
     def __init__(self, d_model: int, anneal_steps: int) -> None:
         super().__init__()
         self.evidence = nn.Linear(d_model, 3)
         self.anneal_steps = anneal_steps
+        self.advance_on_loss = True
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def forward(self, z: Tensor) -> Tensor:
@@ -248,11 +259,25 @@ class _DirichletBlock(nn.Module):
         # a tensor, not .item(): reading the counter must not sync the GPU every step
         return (self.step.float() / self.anneal_steps).clamp(max=1.0)
 
-    def loss(self, alpha: Tensor, labels: Tensor) -> Tensor:
-        value = evidential_loss(alpha, labels, self.kl_weight)
-        if self.training and torch.is_grad_enabled():
+    def loss(self, alpha: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+        value = evidential_loss(alpha, labels, self.kl_weight, weight)
+        if self.advance_on_loss and self.training and torch.is_grad_enabled():
             self.step += 1
         return value
+
+
+def anneal_per_optimizer_step(model: nn.Module) -> None:
+    """Make every Dirichlet KL counter in ``model`` advance only via :func:`advance_annealing`."""
+    for block in model.modules():
+        if isinstance(block, _DirichletBlock):
+            block.advance_on_loss = False
+
+
+def advance_annealing(model: nn.Module) -> None:
+    """Advance every Dirichlet KL counter in ``model`` by one (call once per optimiser step)."""
+    for block in model.modules():
+        if isinstance(block, _DirichletBlock):
+            block.step += 1  # in place on the device: no host sync
 
 
 def _dirichlet_fields(alpha: Tensor) -> dict[str, Tensor]:
@@ -284,10 +309,10 @@ class DirichletHead(_Head):
             forecast=self.regress(z) * self.return_scale, **_dirichlet_fields(self.dirichlet(z))
         )
 
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
+    def loss(self, output: HeadOutput, targets: Tensor, weight: Tensor | None = None) -> Tensor:
         scaled = self.check_targets(output, targets)
-        evidential = self.dirichlet.loss(output.concentration, self.labels(targets))
-        return evidential + self.forecast_loss(output.forecast, scaled)
+        evidential = self.dirichlet.loss(output.concentration, self.labels(targets), weight)
+        return evidential + self.forecast_loss(output.forecast, scaled, weight)
 
 
 @register_head("quantile_dirichlet")
@@ -313,7 +338,8 @@ class QuantileDirichletHead(_Head):
             **_dirichlet_fields(self.dirichlet(z)),
         )
 
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
+    def loss(self, output: HeadOutput, targets: Tensor, weight: Tensor | None = None) -> Tensor:
         scaled = self.check_targets(output, targets)
-        pinball = pinball_loss(output.quantiles / self.return_scale, scaled, self.quantile.tau)
-        return pinball + self.dirichlet.loss(output.concentration, self.labels(targets))
+        tau = self.quantile.tau
+        pinball = pinball_loss(output.quantiles / self.return_scale, scaled, tau, weight)
+        return pinball + self.dirichlet.loss(output.concentration, self.labels(targets), weight)

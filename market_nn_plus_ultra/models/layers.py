@@ -57,8 +57,11 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 class RotaryEmbedding(nn.Module):
     """Rotary position angles (Su et al. 2021, RoFormer) for heads of size ``head_dim``.
 
-    The cos/sin cache covers ``max_seq_len`` steps and is recomputed, doubled, the first
-    time a longer sequence arrives, so windows longer than the config's still work.
+    The cos/sin cache covers ``max_seq_len`` steps and grows (at least doubling) the first
+    time a longer sequence arrives, so windows longer than the config's still work. The
+    buffers are registered once, in ``__init__``; growing swaps their storage in place
+    (no ``register_buffer`` on the hot path), and they are not persistent, so the state dict
+    holds no rotary entry.
     """
 
     def __init__(self, head_dim: int, max_seq_len: int = 512, base: float = 10_000.0) -> None:
@@ -67,18 +70,24 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotary embeddings need an even head size, got {head_dim}")
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._build(max_seq_len)
+        cos, sin = self._angles(max_seq_len)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
-    def _build(self, length: int) -> None:
+    def _angles(self, length: int) -> tuple[Tensor, Tensor]:
         steps = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)
         angles = torch.outer(steps, self.inv_freq)  # (L, hd/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        return angles.cos(), angles.sin()
 
     def forward(self, seq_len: int) -> tuple[Tensor, Tensor]:
         """cos and sin angles for positions ``0 .. seq_len-1``, each ``(T, head_dim/2)``."""
         if seq_len > self.cos.shape[0]:
-            self._build(max(seq_len, 2 * self.cos.shape[0]))
+            # swap the storage of the existing buffers in place: assigning to a buffer's
+            # name would call register_buffer again (a graph break under torch.compile)
+            cos, sin = self._angles(max(seq_len, 2 * self.cos.shape[0]))
+            with torch.no_grad():
+                self.cos.set_(cos)
+                self.sin.set_(sin)
         return self.cos[:seq_len], self.sin[:seq_len]
 
 
@@ -175,14 +184,36 @@ class DiagonalSSM(nn.Module):
         k = decay * (w_re[..., None] * phase.cos() - w_im[..., None] * phase.sin())
         return 2.0 * k.sum(dim=1)  # (H, L)
 
+    def _kernel_spectrum(self, length: int, n: int) -> Tensor:
+        """``rfft(K, n)`` of shape ``(H, n // 2 + 1)``, complex64.
+
+        Without autograd (eval, ``no_grad``/``inference_mode``) the spectrum is cached and
+        reused while the parameters are unchanged: the key holds each parameter's storage
+        and in-place version counter (``Tensor._version``, bumped by every optimiser step
+        or ``load_state_dict``), so an update always rebuilds it. With autograd the kernel
+        is rebuilt every call, since its graph is needed for the backward pass.
+        """
+        params = (self.log_dt, self.log_a_real, self.a_imag, self.c)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return torch.fft.rfft(self.kernel(length), n=n)
+        key = (
+            length,
+            torch.is_inference_mode_enabled(),
+            *((p.data_ptr(), p._version, p.device) for p in params),
+        )
+        cached = self.__dict__.get("_spectrum_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, torch.fft.rfft(self.kernel(length), n=n))
+            self.__dict__["_spectrum_cache"] = cached  # a plain attribute: not in state_dict
+        return cached[1]
+
     def forward(self, u: Tensor) -> Tensor:
         T = u.shape[1]
         with torch.autocast(device_type=u.device.type, enabled=False):
             x = u.float().transpose(1, 2)  # (B, H, T)
             n = 2 * T  # zero padding to 2T turns the circular FFT product into a linear one
-            y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(self.kernel(T), n=n), n=n)[
-                ..., :T
-            ]  # (B, H, T)
+            spectrum = self._kernel_spectrum(T, n)  # (H, n/2 + 1)
+            y = torch.fft.irfft(torch.fft.rfft(x, n=n) * spectrum, n=n)[..., :T]  # (B, H, T)
             y = y + self.d[:, None] * x
         return y.transpose(1, 2).to(u.dtype)  # (B, T, H)
 
@@ -227,8 +258,10 @@ class MoEFeedForward(nn.Module):
 
     Each token goes to its ``top_k`` most probable experts, weighted by their
     renormalised router probabilities. Assignments are sorted by expert and run through
-    one grouped matmul (a loop over experts where grouped matmuls are unavailable), so
-    no token is ever dropped and the layer stays per-token: causal and batch-independent.
+    one grouped matmul (where grouped matmuls are unavailable, every expert runs on every
+    token as one batched matmul and the unselected outputs get weight 0), so no token is
+    ever dropped, nothing syncs with the host and the layer stays per-token: causal and
+    batch-independent.
     After each forward ``aux_loss`` holds ``load_balance_weight · E · Σ_e f_e P_e``
     (Switch Transformer, Fedus et al. 2021; 1·weight when perfectly balanced), where
     ``f_e`` is the share of assignments and ``P_e`` the mean router probability of expert e.
@@ -262,34 +295,55 @@ class MoEFeedForward(nn.Module):
         top_p, experts = probs.topk(self.top_k, dim=-1)  # (N, k)
         return top_p / top_p.sum(dim=-1, keepdim=True), experts, probs
 
-    def _experts(self, xs: Tensor, counts: Tensor) -> Tensor:
-        """SwiGLU of each row of ``xs (N·k, D)``, rows grouped by expert in order."""
-        dtype = xs.dtype
-        if xs.is_cuda and torch.is_autocast_enabled("cuda"):
+    def _grouped(self, tokens: Tensor, gates: Tensor, experts: Tensor, counts: Tensor) -> Tensor:
+        """Sparse path: assignments sorted by expert through two grouped matmuls, ``(N, D)``.
+
+        The group ends ``offs`` stay on the device, so nothing syncs with the host.
+        """
+        dtype = tokens.dtype
+        if tokens.is_cuda and torch.is_autocast_enabled("cuda"):
             dtype = torch.get_autocast_dtype("cuda")
+        # `.to` is a no-op when the dtype already matches: no per-forward copy in fp32
         w12, w3 = self.w12.to(dtype), self.w3.to(dtype)
-        grouped = hasattr(F, "grouped_mm") and xs.shape[-1] % 8 == 0
-        if grouped and (not xs.is_cuda or dtype == torch.bfloat16):
-            offs = counts.cumsum(0).to(torch.int32)  # end row of each expert's group
-            a, b = F.grouped_mm(xs.to(dtype), w12, offs=offs).chunk(2, dim=-1)  # (N·k, h)
-            return F.grouped_mm((F.silu(a) * b).contiguous(), w3, offs=offs)  # (N·k, D)
-        outs = []
-        for e, chunk in enumerate(xs.to(dtype).split(counts.tolist())):
-            a, b = (chunk @ w12[e]).chunk(2, dim=-1)  # (n_e, h)
-            outs.append((F.silu(a) * b) @ w3[e])  # (n_e, D)
-        return torch.cat(outs)
+        flat = experts.reshape(-1)  # (N·k,) expert of each assignment
+        order = flat.argsort(stable=True)  # assignments grouped by expert
+        source = order // self.top_k  # (N·k,) token of each sorted assignment
+        offs = counts.cumsum(0).to(torch.int32)  # end row of each expert's group
+        xs = tokens[source].to(dtype)  # (N·k, D)
+        a, b = F.grouped_mm(xs, w12, offs=offs).chunk(2, dim=-1)  # (N·k, h)
+        h = F.grouped_mm((F.silu(a) * b).contiguous(), w3, offs=offs)  # (N·k, D)
+        h = h * gates.reshape(-1)[order, None]
+        return torch.zeros_like(tokens, dtype=h.dtype).index_add(0, source, h)  # (N, D)
+
+    def _dense(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:
+        """Fallback without grouped matmuls: every expert on every token, batched.
+
+        ``E/k`` times the sparse FLOPs, but static shapes and no host sync (the old split
+        by ``counts.tolist()`` stalled the GPU every forward). Non-selected experts get a
+        combine weight of exactly 0, so the output equals the sparse one. Under autocast
+        ``torch.matmul`` casts (and caches) the expert weights itself.
+        """
+        combine = torch.zeros(
+            tokens.shape[0], self.num_experts, dtype=gates.dtype, device=tokens.device
+        ).scatter(1, experts, gates)  # (N, E) gate of each selected expert, else 0
+        a, b = torch.matmul(tokens.unsqueeze(0), self.w12).chunk(2, dim=-1)  # (E, N, h)
+        h = torch.matmul(F.silu(a) * b, self.w3)  # (E, N, D)
+        return torch.einsum("end,ne->nd", h, combine.to(h.dtype))  # (N, D)
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, D = x.shape
         tokens = x.reshape(B * T, D)  # (N, D)
         gates, experts, probs = self.route(tokens)
         flat = experts.reshape(-1)  # (N·k,) expert of each assignment
-        order = flat.argsort(stable=True)  # assignments grouped by expert
-        source = order // self.top_k  # (N·k,) token of each sorted assignment
         counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device)
         counts = counts.index_add(0, flat, torch.ones_like(flat))  # (E,)
-        h = self._experts(tokens[source], counts) * gates.reshape(-1)[order, None]
-        out = torch.zeros_like(tokens, dtype=h.dtype).index_add(0, source, h)  # (N, D)
+        autocast_bf16 = x.is_cuda and torch.is_autocast_enabled("cuda")
+        autocast_bf16 = autocast_bf16 and torch.get_autocast_dtype("cuda") == torch.bfloat16
+        grouped = hasattr(F, "grouped_mm") and D % 8 == 0
+        if grouped and (not x.is_cuda or x.dtype == torch.bfloat16 or autocast_bf16):
+            out = self._grouped(tokens, gates, experts, counts)
+        else:
+            out = self._dense(tokens, gates, experts)
         share = counts.float() / flat.numel()  # f_e
         self.aux_loss = self.weight * self.num_experts * (share * probs.mean(0)).sum()
         return self.drop(out.to(x.dtype).view(B, T, D))  # (B, T, D)
@@ -363,12 +417,20 @@ class MarketStateEmbedding(nn.Module):
                 f"market_state keys {unknown or '{}'} not understood — pass 'regime' "
                 "(LongTensor [B, T]) and/or 'volatility' (FloatTensor [B, T])"
             )
-        out = 0.0
+        # Every parameter takes part in every forward, even when a key is absent: a
+        # branch left out of the graph gets no gradient, and DistributedDataParallel
+        # (without find_unused_parameters) then fails at the second step. The absent
+        # branch is added times 0 — a (1, 1, D) term, exact zero, negligible cost.
         if "regime" in market_state:
-            out = out + self.regime(market_state["regime"].long())  # (B, T, D)
+            out = self.regime(market_state["regime"].long())  # (B, T, D)
+        else:
+            out = 0.0 * self.regime.weight[:1].unsqueeze(0)  # (1, 1, D)
         if "volatility" in market_state:
             vol = market_state["volatility"].float().clamp_min(1e-6).log()  # (B, T)
             out = out + self.volatility(vol.unsqueeze(-1))  # (B, T, D)
+        else:
+            dummy = self.regime.weight.new_zeros(1, 1, 1)  # (1, 1, 1)
+            out = out + 0.0 * self.volatility(dummy)  # (1, 1, D)
         return out
 
 

@@ -51,14 +51,40 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 
 
+def _weighted_mean(values: Tensor, weight: Tensor | None, dim: int = -1) -> Tensor:
+    """Mean of ``values`` along ``dim`` weighted by ``weight`` (broadcastable; 0/1 weights
+    give the mean over the kept entries). Shapes stay static and nothing syncs with the
+    host, unlike boolean indexing. All-zero weights give 0, not NaN."""
+    if weight is None:
+        return values.mean(dim)
+    w = weight.to(values.dtype).expand_as(values)
+    return (values * w).sum(dim) / w.sum(dim).clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def _row_mean(per_element: Tensor, weight: Tensor | None) -> Tensor:
+    """Scalar mean of ``per_element [B, ...]``: over the trailing dims, then over rows
+    weighted by ``weight [B]`` (the plain mean over every element without one)."""
+    if weight is None:
+        return per_element.mean()
+    return _weighted_mean(per_element.reshape(per_element.shape[0], -1).mean(-1), weight, 0)
+
+
 def regression_loss(
-    pred: Tensor, target: Tensor, kind: Literal["mse", "huber"] = "mse", delta: float = 1.0
+    pred: Tensor,
+    target: Tensor,
+    kind: Literal["mse", "huber"] = "mse",
+    delta: float = 1.0,
+    weight: Tensor | None = None,
 ) -> Tensor:
-    """Mean squared error or Huber loss (``delta`` in the units of ``pred``); scalar."""
+    """Mean squared error or Huber loss (``delta`` in the units of ``pred``); scalar.
+
+    ``weight [B]`` (optional) weighs the rows of ``pred [B, ...]``: 0/1 weights equal the
+    loss of the rows kept, without boolean indexing.
+    """
     if kind == "mse":
-        return F.mse_loss(pred, target)
+        return _row_mean(F.mse_loss(pred, target, reduction="none"), weight)
     if kind == "huber":
-        return F.huber_loss(pred, target, delta=delta)
+        return _row_mean(F.huber_loss(pred, target, reduction="none", delta=delta), weight)
     raise ValueError(f"regression_loss: kind must be 'mse' or 'huber', got {kind!r}")
 
 
@@ -71,20 +97,27 @@ def direction_labels(returns: Tensor, flat_band: float = 0.0) -> Tensor:
     return torch.where(returns < -flat_band, 0, labels)
 
 
-def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy of ``logits[B, C]`` against integer ``labels[B]``; scalar."""
-    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+def classification_loss(
+    logits: Tensor, labels: Tensor, label_smoothing: float = 0.0, weight: Tensor | None = None
+) -> Tensor:
+    """Cross-entropy of ``logits[B, C]`` against integer ``labels[B]`` (rows weighted by
+    the optional ``weight [B]``); scalar."""
+    ce = F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="none")
+    return _row_mean(ce, weight)
 
 
-def pinball_loss(quantiles: Tensor, target: Tensor, levels: Tensor) -> Tensor:
+def pinball_loss(
+    quantiles: Tensor, target: Tensor, levels: Tensor, weight: Tensor | None = None
+) -> Tensor:
     """Mean pinball (quantile) loss.
 
     ``quantiles[..., Q]`` are predictions at probability ``levels[Q]``; ``target[...]``
-    is the realised value. Per element: ``max(τ·(y − q), (τ − 1)·(y − q))``.
+    is the realised value. Per element: ``max(τ·(y − q), (τ − 1)·(y − q))``. The
+    optional ``weight [B]`` weighs the rows (first dim).
     """
     err = target.unsqueeze(-1) - quantiles  # (..., Q)
     tau = levels.to(dtype=quantiles.dtype, device=quantiles.device)
-    return torch.maximum(tau * err, (tau - 1.0) * err).mean()
+    return _row_mean(torch.maximum(tau * err, (tau - 1.0) * err), weight)
 
 
 def dirichlet_kl_uniform(alpha: Tensor) -> Tensor:
@@ -99,7 +132,12 @@ def dirichlet_kl_uniform(alpha: Tensor) -> Tensor:
     )
 
 
-def evidential_loss(alpha: Tensor, labels: Tensor, kl_weight: float | Tensor = 0.0) -> Tensor:
+def evidential_loss(
+    alpha: Tensor,
+    labels: Tensor,
+    kl_weight: float | Tensor = 0.0,
+    weight: Tensor | None = None,
+) -> Tensor:
     """Evidential classification loss of Sensoy et al. (2018), eq. 5 plus the KL term.
 
     ``alpha[B, K]`` are Dirichlet concentrations (> 0), ``labels[B]`` integer classes.
@@ -107,14 +145,15 @@ def evidential_loss(alpha: Tensor, labels: Tensor, kl_weight: float | Tensor = 0
     ``Σ_j (y_j − p_j)² + p_j (1 − p_j) / (S + 1)`` with ``p = alpha / S``; the
     regulariser ``KL(Dir(α̃) ‖ Dir(1))`` with the true class's evidence removed
     (``α̃ = y + (1 − y) α``) shrinks misleading evidence; ``kl_weight`` is the annealing
-    coefficient λ_t = min(1, t / anneal_steps). Returns the batch mean.
+    coefficient λ_t = min(1, t / anneal_steps). Returns the batch mean (weighted by the
+    optional ``weight [B]``).
     """
     y = F.one_hot(labels, alpha.shape[-1]).to(alpha.dtype)
     strength = alpha.sum(-1, keepdim=True)  # (B, 1)
     p = alpha / strength
     data = ((y - p) ** 2 + p * (1.0 - p) / (strength + 1.0)).sum(-1)
     alpha_tilde = y + (1.0 - y) * alpha
-    return (data + kl_weight * dirichlet_kl_uniform(alpha_tilde)).mean()
+    return _row_mean(data + kl_weight * dirichlet_kl_uniform(alpha_tilde), weight)
 
 
 # --------------------------------------------------------------------------------------
@@ -131,28 +170,46 @@ def _check_length(returns: Tensor, dim: int, need: int, name: str) -> None:
 
 
 def sharpe_ratio(
-    returns: Tensor, dim: int = -1, periods_per_year: float = 1.0, eps: float = 1e-8
+    returns: Tensor,
+    dim: int = -1,
+    periods_per_year: float = 1.0,
+    eps: float = 1e-8,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """``mean / sqrt(var_ddof1 + eps) · sqrt(periods_per_year)`` along ``dim``.
 
-    Per-period (``periods_per_year = 1``) by default; annualising only rescales it.
+    Per-period (``periods_per_year = 1``) by default; annualising only rescales it. With
+    0/1 ``weight`` (broadcastable to ``returns``) only the weighted entries count:
+    ``var = Σ w (r − m)² / (Σ w − 1)``.
     """
     _check_length(returns, dim, 2, "sharpe_ratio")
-    mean = returns.mean(dim)
-    var = returns.var(dim, correction=1)
+    if weight is None:
+        mean = returns.mean(dim)
+        var = returns.var(dim, correction=1)
+    else:
+        w = weight.to(returns.dtype).expand_as(returns)
+        n = w.sum(dim)
+        mean = (returns * w).sum(dim) / n.clamp_min(1.0)
+        dev = (returns - mean.unsqueeze(dim)).square()
+        var = (dev * w).sum(dim) / (n - 1.0).clamp_min(1.0)
     return mean / torch.sqrt(var + eps) * periods_per_year**0.5
 
 
 def sortino_ratio(
-    returns: Tensor, dim: int = -1, periods_per_year: float = 1.0, eps: float = 1e-8
+    returns: Tensor,
+    dim: int = -1,
+    periods_per_year: float = 1.0,
+    eps: float = 1e-8,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """``mean / sqrt(mean(min(r, 0)²) + eps) · sqrt(periods_per_year)`` along ``dim``.
 
     The downside deviation is empyrical's (mean over all periods, target 0).
     """
     _check_length(returns, dim, 2, "sortino_ratio")
-    downside_sq = torch.clamp(returns, max=0.0).square().mean(dim)
-    return returns.mean(dim) / torch.sqrt(downside_sq + eps) * periods_per_year**0.5
+    downside_sq = _weighted_mean(torch.clamp(returns, max=0.0).square(), weight, dim)
+    mean = _weighted_mean(returns, weight, dim)
+    return mean / torch.sqrt(downside_sq + eps) * periods_per_year**0.5
 
 
 def max_drawdown(returns: Tensor, dim: int = -1) -> Tensor:
@@ -169,19 +226,32 @@ def max_drawdown(returns: Tensor, dim: int = -1) -> Tensor:
     return (wealth / peak - 1.0).amin(-1).clamp(max=0.0)
 
 
-def cvar(returns: Tensor, alpha: float = 0.05, dim: int = -1) -> Tensor:
+def cvar(
+    returns: Tensor, alpha: float = 0.05, dim: int = -1, weight: Tensor | None = None
+) -> Tensor:
     """Expected shortfall: mean of the worst ``alpha`` share of returns (negative = loss).
 
     The worst ``int((T − 1)·alpha) + 1`` values are averaged, the convention of
-    ``evaluation.metrics.cvar``.
+    ``evaluation.metrics.cvar``. With a 0/1 ``weight`` (same shape as ``returns``) T
+    counts the kept entries only; ``k`` stays a tensor, so nothing syncs with the host.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"cvar: alpha must lie in (0, 1), e.g. 0.05, got {alpha}")
     _check_length(returns, dim, 1, "cvar")
-    n = returns.shape[dim]
-    k = int((n - 1) * alpha) + 1
-    worst = torch.topk(returns, k, dim=dim, largest=False).values
-    return worst.mean(dim)
+    if weight is None:
+        n = returns.shape[dim]
+        k = int((n - 1) * alpha) + 1
+        worst = torch.topk(returns, k, dim=dim, largest=False).values
+        return worst.mean(dim)
+    keep = weight.expand_as(returns) > 0
+    r = returns.movedim(dim, -1)
+    keep = keep.movedim(dim, -1)
+    ranked = torch.where(keep, r, torch.full_like(r, float("inf"))).sort(dim=-1).values
+    n = keep.sum(-1, keepdim=True)  # (..., 1) kept entries
+    k = (((n - 1).clamp_min(0).double() * alpha).floor() + 1).to(n.dtype)  # (..., 1)
+    take = torch.arange(r.shape[-1], device=r.device) < k  # (..., T) the k worst
+    worst = torch.where(take, ranked, torch.zeros_like(ranked))  # no inf·0
+    return worst.sum(-1) / k.squeeze(-1).to(r.dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -292,8 +362,16 @@ class CompositeTradingLoss(nn.Module):
         targets: Tensor,
         head_loss: Tensor | None = None,
         initial_position: Tensor | float | None = None,
+        weight: Tensor | None = None,
     ) -> TradingLossResult:
-        """Combine ``head_loss`` (scalar) with the risk terms of ``position[B]`` on ``targets[B, H]``."""
+        """Combine ``head_loss`` (scalar) with the risk terms of ``position[B]`` on
+        ``targets[B, H]``.
+
+        ``weight`` (optional 0/1 ``[B]``, or ``[..., T]`` in sequence mode) keeps only the
+        weighted samples in every risk term — the value of the loss on the kept rows,
+        with static shapes and no host sync. In sequence mode a row weighted 0 still
+        holds its position, so the cost of moving in and out of it stays counted.
+        """
         w = self.weights
         if "head" in w and head_loss is None:
             raise ValueError(
@@ -307,16 +385,25 @@ class CompositeTradingLoss(nn.Module):
         net = self.net_returns(position, targets, initial_position) if risk else None
         if net is not None:
             pooled = net.reshape(-1) if self.mode == "horizon" else net
+            pw = None  # the weight of each pooled return
+            if weight is not None and self.mode == "horizon":
+                pw = weight[:, None].expand_as(net).reshape(-1)  # (B·H,)
+            elif weight is not None:
+                pw = weight.expand_as(net)
             if "pnl" in w:
-                terms["pnl"] = -pooled.mean()
+                terms["pnl"] = -_weighted_mean(pooled, pw).mean()
             if "sharpe" in w:
-                terms["sharpe"] = -sharpe_ratio(pooled, eps=self.eps).mean()
+                terms["sharpe"] = -sharpe_ratio(pooled, eps=self.eps, weight=pw).mean()
             if "sortino" in w:
-                terms["sortino"] = -sortino_ratio(pooled, eps=self.eps).mean()
+                terms["sortino"] = -sortino_ratio(pooled, eps=self.eps, weight=pw).mean()
             if "drawdown" in w:
-                terms["drawdown"] = -max_drawdown(net).mean()
+                if self.mode == "horizon":  # per sample along its horizon, then averaged
+                    dd = _weighted_mean(max_drawdown(net), weight, 0)
+                else:  # a zero return leaves wealth unchanged: the kept bars' drawdown
+                    dd = max_drawdown(net if pw is None else net * pw).mean()
+                terms["drawdown"] = -dd
             if "cvar" in w:
-                terms["cvar"] = -cvar(pooled, self.cvar_alpha).mean()
+                terms["cvar"] = -cvar(pooled, self.cvar_alpha, weight=pw).mean()
         total = sum(w[k] * v for k, v in terms.items())
         return TradingLossResult(
             total=total, terms={k: v.detach() for k, v in terms.items()}, net=net

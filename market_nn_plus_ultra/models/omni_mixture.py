@@ -94,6 +94,22 @@ class CrossScaleBlock(nn.Module):
         keys = torch.arange(n_coarse + 1, device=device)  # (1 + P,)
         return keys[None, :] <= finished[:, None]  # (T, 1 + P)
 
+    def additive_mask(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """:meth:`visibility` as an additive ``(T, 1 + P)`` mask (0 or −inf), in ``dtype``.
+
+        The block-causal pattern is not the square ``is_causal`` one, so flash kernels
+        cannot take it; an additive mask in the query dtype goes straight to the fused
+        memory-efficient / cuDNN kernels without a per-call bool → float conversion.
+        Built once per (length, device, dtype, inference mode), then reused.
+        """
+        key = (seq_len, device, dtype, torch.is_inference_mode_enabled())
+        cache = self.__dict__.setdefault("_mask_cache", {})  # plain attribute: no state
+        if key not in cache:
+            visible = self.visibility(seq_len, device)  # (T, 1 + P)
+            mask = torch.zeros(visible.shape, dtype=dtype, device=device)
+            cache[key] = mask.masked_fill(~visible, float("-inf"))  # (T, 1 + P)
+        return cache[key]
+
     def forward(self, x: Tensor) -> Tensor:
         B, T, D = x.shape
         H = self.n_heads
@@ -106,7 +122,7 @@ class CrossScaleBlock(nn.Module):
             q,
             k,
             v,
-            attn_mask=self.visibility(T, x.device),
+            attn_mask=self.additive_mask(T, x.device, q.dtype),
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)

@@ -2,11 +2,11 @@
 Transformers for Interpretable Multi-horizon Time Series Forecasting"), without statics.
 
 Per step: a variable selection network weighs the F inputs (each through its own GRN;
-the softmax weights are kept in :attr:`TemporalFusion.last_variable_weights`), an LSTM
+the softmax weights, on request, in :attr:`TemporalFusion.last_variable_weights`), an LSTM
 encoder reads the selected sequence, a gated skip adds its input back, an enrichment
 GRN (no static context: our windows carry none), causal interpretable multi-head
 attention (one value projection shared by the heads, so the averaged attention is one
-interpretable matrix, kept in :attr:`TemporalFusion.last_attention`), a gated skip,
+interpretable matrix, on request in :attr:`TemporalFusion.last_attention`), a gated skip,
 a position-wise GRN and a final gated skip from the LSTM stage.
 
 The hidden width is ``model.tft_hidden`` (so the TFT's size is set like the paper's and
@@ -15,9 +15,9 @@ pytorch-forecasting's ``hidden_size``); ``model.d_model`` is not used and the ba
 which read the last step. ``(B, T, F) -> (B, T, tft_hidden)``, causal over ``T``.
 
 The per-variable GRNs run as one grouped (batched) matmul over the F variables, never a
-Python loop, and attention runs through fused SDPA kernels while training; explicit
-attention weights are computed (O(T²) memory) only in eval mode or when
-``record_attention`` is set.
+Python loop, and attention runs through fused SDPA kernels in training and inference;
+the explicit attention matrix (O(T²) memory) and the variable weights are kept only when
+asked for — :meth:`TemporalFusion.interpret`, or ``record_weights = True``.
 """
 
 from __future__ import annotations
@@ -138,13 +138,13 @@ class InterpretableMultiHeadAttention(nn.Module):
         q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, nh, T, dk)
         v = self.v(x).unsqueeze(1)  # (B, 1, T, dk): one value projection for every head
         p = self.dropout if self.training else 0.0
-        if self.record_attention or not self.training:
+        if self.record_attention:  # interpretability only: the explicit (B, nh, T, T) matrix
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_k)  # (B, nh, T, T)
             mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
             attn = scores.masked_fill(mask, float("-inf")).softmax(dim=-1)  # (B, nh, T, T)
             self.last_attention = attn.mean(dim=1).detach()  # (B, T, T)
             heads = F.dropout(attn, p, self.training) @ v  # (B, nh, T, dk)
-        else:
+        else:  # fused kernel, O(T) memory, in training and inference alike
             v = v.expand(B, self.n_heads, T, self.d_k)  # a view, no copy
             heads = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         return self.out(heads.mean(dim=1))  # (B, T, d)
@@ -187,14 +187,42 @@ class TemporalFusion(nn.Module):
         self.last_variable_weights: Tensor | None = None
 
     @property
+    def record_weights(self) -> bool:
+        """Whether forwards keep the variable weights and the attention matrix."""
+        return self.attention.record_attention
+
+    @record_weights.setter
+    def record_weights(self, value: bool) -> None:
+        self.attention.record_attention = bool(value)
+
+    @property
     def last_attention(self) -> Tensor | None:
-        """Head-averaged attention ``(B, T, T)`` of the last eval-mode (or recorded) forward."""
+        """Head-averaged attention ``(B, T, T)`` of the last forward run with weights recorded."""
         return self.attention.last_attention
+
+    def interpret(
+        self, x: Tensor, market_state: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One forward that keeps the interpretable weights: ``(output (B, T, d),
+        variable weights (B, T, F), head-averaged attention (B, T, T))``.
+
+        Also left in :attr:`last_variable_weights` and :attr:`last_attention`. Plain
+        forwards keep neither (no O(T²) matrix, no extra tensor per call) unless
+        :attr:`record_weights` is set.
+        """
+        before = self.record_weights
+        self.record_weights = True
+        try:
+            out = self(x, market_state)
+        finally:
+            self.record_weights = before
+        return out, self.last_variable_weights, self.last_attention
 
     def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Tensor:
         """``x (B, T, F)`` (+ optional market state ``(B, T)`` tensors) → ``(B, T, d)``."""
         selected, weights = self.select(x)  # (B, T, d), (B, T, F)
-        self.last_variable_weights = weights.detach()
+        if self.record_weights:
+            self.last_variable_weights = weights.detach()
         if self.market is not None and market_state is not None:
             selected = selected + self.market(market_state)
         encoded, _ = self.lstm(selected)  # (B, T, d)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import torch
 from torch import Tensor
 
@@ -146,12 +147,43 @@ def _apply_limits(targets: Tensor, present: Tensor, cfg: SimulationConfig) -> Te
     return targets
 
 
+@numba.njit(cache=True, nogil=True)
+def _fill_with_cap_kernel(targets, limit, initial, out):  # pragma: no cover - compiled
+    """``out[b, t, s]``: held after bar t's fill; ``targets``/``limit`` ``[B, T, S]``."""
+    B, T, S = targets.shape
+    for b in range(B):
+        for t in range(T):
+            for s in range(S):
+                h = initial[b, s] if t == 0 else out[b, t - 1, s]
+                lim = limit[b, t, s]
+                out[b, t, s] = h + min(max(targets[b, t, s] - h, -lim), lim)
+
+
 def _fill_with_cap(targets: Tensor, present: Tensor, limit: Tensor, initial: Tensor) -> Tensor:
-    """Held positions when each bar fills at most ``limit`` units toward the target."""
-    limit = torch.where(present, limit.nan_to_num(0.0).clamp(min=0.0), 0.0)
+    """Held positions when each bar fills at most ``limit`` units toward the target.
+
+    ``h_t = h_{t-1} + clip(target_t − h_{t-1}, −limit_t, limit_t)`` is a genuine recursion
+    (a partial fill moves the next bar's start). On the CPU, without autograd, it runs as
+    one compiled numba pass (no per-bar Python and tensor-op overhead); on other devices
+    or when a gradient is needed, as a loop of per-bar tensor ops.
+    """
+    limit = torch.where(present, limit.nan_to_num(0.0).clamp(min=0.0), 0.0)  # (B, T, S)
+    needs_grad = torch.is_grad_enabled() and (
+        targets.requires_grad or limit.requires_grad or initial.requires_grad
+    )
+    same = targets.dtype == limit.dtype == initial.dtype in (torch.float32, torch.float64)
+    if targets.device.type == "cpu" and not needs_grad and same:
+        out = torch.empty_like(targets, memory_format=torch.contiguous_format)
+        _fill_with_cap_kernel(
+            targets.detach().contiguous().numpy(),
+            limit.detach().expand_as(targets).contiguous().numpy(),
+            initial.detach().expand(targets.shape[0], targets.shape[2]).contiguous().numpy(),
+            out.numpy(),
+        )
+        return out  # (B, T, S)
     held = []
     h = initial
-    # Recursion: a partial fill moves the next bar's start. unbind gives per-bar views once.
+    # unbind gives per-bar views once
     for wanted, lim, neg in zip(
         targets.unbind(1), limit.unbind(1), (-limit).unbind(1), strict=True
     ):

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..config import ModelConfig, TrainingConfig, config_to_dict
 from ..models import HeadOutput, TradingModel, build_model
+from ..models.heads import advance_annealing, anneal_per_optimizer_step
 from ..models.losses import CompositeTradingLoss
 from .metrics import split_metrics
 
@@ -80,6 +81,9 @@ class TradingModule(L.LightningModule):
         if model_cfg.compile:
             self.model.compile()  # in place: state-dict keys stay those of the plain model
         self.loss_fn = CompositeTradingLoss.from_config(model_cfg.loss)
+        # the Dirichlet KL weight counts optimiser steps (on_before_optimizer_step), not
+        # micro-batches: with accumulate_grad_batches=k a loss call is 1/k of a step
+        anneal_per_optimizer_step(self.model)
         # set by the curriculum: training scores only the first loss_horizon target steps
         self.loss_horizon: int | None = None
         self._collected: dict[str, list[dict[str, Tensor]]] = {"val": [], "test": []}
@@ -92,8 +96,16 @@ class TradingModule(L.LightningModule):
         """``x (B, W, F)`` → :class:`HeadOutput` (``position (B,)``, ``forecast (B, H)``)."""
         return self.model(x, market_state)
 
-    def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
-        """Flatten multi-symbol items ``(B, S, W, F)`` to ``(B·S, W, F)``; keep scored rows."""
+    def _inputs(
+        self, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None, Tensor]:
+        """Flatten multi-symbol items ``(B, S, W, F)`` to ``(B·S, W, F)``.
+
+        Returns ``x``, targets ``(N, H)``, the market state and ``weight (N,)``: 1 for rows
+        with every target known, else 0. Rows are weighted, not dropped: boolean indexing
+        would sync with the host and change the batch shape (a recompile under
+        ``torch.compile``) every time a window lacks a target.
+        """
         x, y, y_mask = batch["x"], batch["y"], batch["y_mask"]
         regime = batch.get("regime")
         if x.ndim == 4:
@@ -105,17 +117,17 @@ class TradingModule(L.LightningModule):
                 f"model.horizon={h} but the windows hold {y.shape[-1]} target steps — set "
                 f"windows.horizon to at least {h}"
             )
-        keep = y_mask[:, :h].all(dim=-1)  # (N,) rows with every target known
-        if not bool(keep.all()):
-            x, y, regime = x[keep], y[keep], regime[keep] if regime is not None else None
+        known = y_mask[:, :h]  # (N, H)
+        weight = known.all(dim=-1).to(x.dtype)  # (N,) rows with every target known
+        y = torch.where(known, y[:, :h], torch.zeros((), dtype=y.dtype, device=y.device))
         state = None
         if self.model_cfg.market_state_embedding and regime is not None:
             # the end row's regime label is known at t; every step of the window sees it
             state = {"regime": regime.clamp_min(0)[:, None].expand(-1, x.shape[1])}  # (N, W)
-        return x, y[:, :h], state
+        return x, y, state, weight
 
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], HeadOutput]:
-        x, y, state = self._inputs(batch)
+        x, y, state, weight = self._inputs(batch)
         out = self.model(x, state)
         scored, y_scored = out, y
         if self.training and self.loss_horizon is not None and self.loss_horizon < y.shape[-1]:
@@ -124,8 +136,8 @@ class TradingModule(L.LightningModule):
                 out, forecast=out.forecast[:, :h], quantiles=q if q is None else q[:, :h]
             )
             y_scored = y[:, :h]
-        head_loss = self.model.head.loss(scored, y_scored)
-        result = self.loss_fn(out.position, y, head_loss=head_loss)
+        head_loss = self.model.head.loss(scored, y_scored, weight)
+        result = self.loss_fn(out.position, y, head_loss=head_loss, weight=weight)
         aux = self.model.aux_loss
         terms = dict(result.terms)
         terms["aux"] = aux.detach()
@@ -147,7 +159,8 @@ class TradingModule(L.LightningModule):
         loss, _, out = self._step(batch)
         self.log(f"{stage}_loss", loss, batch_size=batch["x"].shape[0], sync_dist=True)
         if batch["x"].ndim == 3:  # one symbol per item: the windows the metrics score
-            keep = batch["y_mask"][:, : self.model_cfg.horizon].all(dim=-1)  # as in _inputs
+            # the rows _inputs weighs 1 (eval only: this copy to the host syncs anyway)
+            keep = batch["y_mask"][:, : self.model_cfg.horizon].all(dim=-1)
             # the simple return t → t+1 (SlidingWindowDataset's `realised`); a hand-built
             # batch without it is taken to hold simple-return targets
             realised = batch.get("realised", batch["y"][:, 0])
@@ -155,8 +168,8 @@ class TradingModule(L.LightningModule):
                 {
                     "t": batch["t_index"][keep].detach().cpu(),
                     "s": batch["symbol_index"][keep].detach().cpu(),
-                    "forecast": out.forecast[:, 0].detach().float().cpu(),
-                    "position": out.position.detach().float().cpu(),
+                    "forecast": out.forecast[keep, 0].detach().float().cpu(),
+                    "position": out.position[keep].detach().float().cpu(),
                     "realised": realised[keep].detach().float().cpu(),
                 }
             )
@@ -229,6 +242,9 @@ class TradingModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        advance_annealing(self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # tensors, strings and ints only: the checkpoint stays loadable with weights_only

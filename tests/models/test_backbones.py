@@ -23,6 +23,7 @@ ARCHITECTURES = [
     "moe_transformer",
     "state_space",
     "temporal_fusion",
+    "multi_scale",
 ]
 N_FEATURES = 3
 
@@ -43,6 +44,7 @@ def _cfg(architecture: str, **overrides: object) -> ModelConfig:
         cross_every=1,
         dilations=[1, 2],
         tft_hidden=32,
+        scales=[1, 4, 8],
     )
     base.update(overrides)
     return ModelConfig(**base)
@@ -208,8 +210,9 @@ def test_temporal_fusion_exposes_interpretable_weights() -> None:
     model = build_backbone(_cfg("temporal_fusion"), N_FEATURES).eval()
     x = torch.randn(2, 12, N_FEATURES)
     with torch.no_grad():
-        model(x)
-    weights = model.last_variable_weights
+        out, weights, attn = model.interpret(x)
+        torch.testing.assert_close(out, model(x))  # the recording path computes the same
+    assert weights is model.last_variable_weights and attn is model.last_attention
     assert weights.shape == (2, 12, N_FEATURES)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 12))
     attn = model.last_attention
