@@ -345,3 +345,50 @@ def _comparison_table(result: ComparisonResult) -> Table:
         table.add_row(labels.get(key, key), _fmt(a), _fmt(b), _fmt(result.deltas[key], "+,.4f"))
     table.add_row("pretraining time (s)", "", _fmt(result.warm_start.get("pretrain_s")), "")
     return table
+
+
+# ------------------------------------------------------------------------------------------
+# Loss landscape of a trained run (docs/diagnostics.md, "Loss landscape")
+# ------------------------------------------------------------------------------------------
+
+
+@app.command("landscape")
+def landscape(
+    run: Annotated[Path, typer.Argument(help="Run folder of `plus-ultra train` (or a .ckpt).")],
+    points: Annotated[
+        int, typer.Option("--points", help="Points on the 1-D line, α ∈ [-1, 1].")
+    ] = 21,
+    plane_points: Annotated[
+        int,
+        typer.Option("--plane-points", help="Points per side of the 2-D plane (0: no plane)."),
+    ] = 11,
+    batches: Annotated[
+        int, typer.Option("--batches", help="Validation batches the loss averages over.")
+    ] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the two random directions.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda:0.")] = "cpu",
+) -> None:
+    """Validation loss on a line and a plane through the trained weights (Li et al., 2018)."""
+    from ..training.landscape import loss_landscape
+
+    total = points + plane_points * plane_points
+    with progress() as bar:
+        task = bar.add_task("landscape", total=total)
+        with user_errors():
+            result = loss_landscape(
+                run,
+                points=points,
+                plane_points=plane_points,
+                batches=batches,
+                seed=seed,
+                device=device,
+                on_point=lambda done, _: bar.update(task, completed=done),
+            )
+    console.print(
+        f"loss at θ {result.center_loss:.6g} over {result.windows} validation windows "
+        f"({result.batches} batch(es)); line {result.line_min:.6g}..{result.line_max:.6g}, "
+        f"plane {result.plane_min:.6g}..{result.plane_max:.6g}",
+        highlight=False,
+    )
+    wrote("grid", result.parquet_path)
+    wrote("figure", result.html_path)
