@@ -1,11 +1,13 @@
-"""Config sections of training: optimisation, tracking, pretraining, diagnostics, curriculum."""
+"""Config sections of training: the shared trainer fields, supervised training, tracking,
+pretraining, diagnostics and curriculum."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
 
 from ._base import _Section
 
@@ -15,25 +17,26 @@ __all__ = [
     "DiagnosticsConfig",
     "PretrainingConfig",
     "TrackingConfig",
+    "TrainerConfig",
     "TrainingConfig",
 ]
 
 
-class TrainingConfig(_Section):
-    """Supervised training: optimiser, schedule, hardware and checkpoints (docs/training.md)."""
+class TrainerConfig(_Section):
+    """Hardware, precision, loop length and optimiser: the fields ``build_trainer`` reads.
 
-    batch_size: int = Field(256, ge=1, description="Windows per optimiser micro-batch.")
-    eval_batch_size: int | None = Field(
-        None, ge=1, description="Windows per validation/test batch; null = training.batch_size."
-    )
+    ``training`` and ``pretraining`` both extend it, so the same key means the same thing
+    in either section (``training.precision``, ``pretraining.precision``); a section
+    changes only defaults (see docs/training.md).
+    """
+
+    # optimiser and schedule (AdamW, linear warm-up, cosine decay)
     learning_rate: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
     warmup_steps: int = Field(
         200, ge=0, description="Optimiser steps of linear learning-rate warm-up from 0."
     )
-    min_lr_ratio: float = Field(
-        0.1, ge=0, le=1, description="Cosine schedule floor as a fraction of the peak rate."
-    )
+    # loop length and gradient handling
     max_epochs: int = Field(20, ge=1, description="Passes over the training windows.")
     max_steps: int = Field(
         -1, ge=-1, description="Stop after this many optimiser steps; -1 = run max_epochs."
@@ -49,8 +52,11 @@ class TrainingConfig(_Section):
     accumulate_grad_batches: int = Field(
         1, ge=1, description="Micro-batches whose gradients add up to one optimiser step."
     )
+    # hardware, precision and distribution
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
-        "auto", description="Numeric precision; auto = bf16-mixed on CUDA, 32-true otherwise."
+        "auto",
+        description="Numeric precision; auto = bf16-mixed on CUDA (16-mixed without bf16), "
+        "32-true otherwise.",
     )
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         "auto", description="Device type passed to the Lightning Trainer."
@@ -61,6 +67,32 @@ class TrainingConfig(_Section):
     num_nodes: int = Field(1, ge=1, description="Machines taking part in distributed training.")
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         "auto", description="Lightning distribution strategy: auto, ddp or fsdp."
+    )
+    deterministic: bool = Field(
+        False, description="Force deterministic kernels (slower on GPU; CPU runs repeat anyway)."
+    )
+    float32_matmul_precision: Literal["highest", "high", "medium"] = Field(
+        "high", description="torch float32 matmul precision (high allows TF32 on GPUs)."
+    )
+    # logging
+    log_every_n_steps: int = Field(50, ge=1, description="Log training metrics every N steps.")
+    progress_bar: bool = Field(True, description="Show a progress bar and the model summary.")
+
+
+def _default(name: str, value: object) -> Any:
+    """``TrainerConfig``'s field ``name`` (type, bounds, description) with another default."""
+    return FieldInfo.merge_field_infos(TrainerConfig.model_fields[name], default=value)
+
+
+class TrainingConfig(TrainerConfig):
+    """Supervised training: optimiser, schedule, hardware and checkpoints (docs/training.md)."""
+
+    batch_size: int = Field(256, ge=1, description="Windows per optimiser micro-batch.")
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="Windows per validation/test batch; null = training.batch_size."
+    )
+    min_lr_ratio: float = Field(
+        0.1, ge=0, le=1, description="Cosine schedule floor as a fraction of the peak rate."
     )
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes (0 = main process).")
     persistent_workers: bool = Field(
@@ -87,14 +119,6 @@ class TrainingConfig(_Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many epochs without a better monitor value."
     )
-    deterministic: bool = Field(
-        False, description="Force deterministic kernels (slower on GPU; CPU runs repeat anyway)."
-    )
-    float32_matmul_precision: Literal["highest", "high", "medium"] = Field(
-        "high", description="torch float32 matmul precision (high allows TF32 on GPUs)."
-    )
-    log_every_n_steps: int = Field(50, ge=1, description="Log training metrics every N steps.")
-    progress_bar: bool = Field(True, description="Show a progress bar while training.")
 
 
 class TrackingConfig(_Section):
@@ -120,7 +144,7 @@ class TrackingConfig(_Section):
     mlflow_experiment: str = Field("market-nn-plus-ultra", description="MLflow experiment name.")
 
 
-class PretrainingConfig(_Section):
+class PretrainingConfig(TrainerConfig):
     """Self-supervised pretraining of the backbone (see docs/pretraining.md)."""
 
     objective: Literal["masked", "contrastive"] = Field(
@@ -160,28 +184,15 @@ class PretrainingConfig(_Section):
         description="contrastive: weight of the temporal term; the instance term gets 1 - it.",
     )
     batch_size: int = Field(64, ge=2, description="Windows per pretraining batch.")
-    learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
-    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before cosine decay.")
-    max_epochs: int = Field(10, ge=1, description="Passes over the training windows.")
-    max_steps: int = Field(-1, ge=-1, description="Stop after this many steps; -1 = no limit.")
-    gradient_clip: float | None = Field(
-        1.0, gt=0, description="Clip the gradient norm to this value; null disables clipping."
-    )
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
-        "auto", description="Numeric precision; auto = bf16-mixed on CUDA, 32-true otherwise."
-    )
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
-        "auto", description="Device type passed to the Lightning Trainer."
-    )
-    devices: int | str = Field("auto", description="Devices per node: a count or 'auto'.")
+    learning_rate: float = _default("learning_rate", 1e-3)
+    warmup_steps: int = _default("warmup_steps", 100)
+    max_epochs: int = _default("max_epochs", 10)
+    log_every_n_steps: int = _default("log_every_n_steps", 10)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process).")
     checkpoint_dir: Path = Field(
         Path("outputs/pretrain"),
         description="Folder for last.ckpt, backbone.pt, config.yaml and metrics.",
     )
-    log_every_n_steps: int = Field(10, ge=1, description="Log the pretraining loss every N steps.")
-    progress_bar: bool = Field(True, description="Show a progress bar while pretraining.")
 
 
 class DiagnosticsConfig(_Section):

@@ -30,11 +30,11 @@ from lightning.pytorch.loggers import CSVLogger
 
 from market_nn_plus_ultra._io import atomic_write
 from market_nn_plus_ultra.config import Config, save_config
-from market_nn_plus_ultra.training.checkpoint_io import AtomicCheckpointIO
 from market_nn_plus_ultra.training.checks import check_config
 from market_nn_plus_ultra.training.contrastive import ContrastiveModule
 from market_nn_plus_ultra.training.data import MarketDataModule
 from market_nn_plus_ultra.training.masked import MaskedTimeSeriesModule, PretrainingModule
+from market_nn_plus_ultra.training.trainer import build_trainer
 from market_nn_plus_ultra.training.warm_start import save_backbone
 
 __all__ = [
@@ -95,18 +95,6 @@ def _data_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"training": training})
 
 
-def _precision(cfg: Config) -> str:
-    p = cfg.pretraining
-    if p.precision != "auto":
-        return p.precision
-    on_gpu = p.accelerator in ("gpu", "cuda") or (
-        p.accelerator == "auto" and torch.cuda.is_available()
-    )
-    if not on_gpu:
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-
-
 def _eval_device(cfg: Config) -> torch.device:
     """The device the before/after scoring runs on: the accelerator training uses."""
     accelerator = cfg.pretraining.accelerator
@@ -150,27 +138,6 @@ def evaluate_objective(
     return float(np.mean(losses))
 
 
-def _trainer(cfg: Config, out: Path, validate: bool) -> L.Trainer:
-    p = cfg.pretraining
-    return L.Trainer(
-        max_epochs=p.max_epochs,
-        max_steps=p.max_steps,
-        accelerator=p.accelerator,
-        devices=p.devices,
-        precision=_precision(cfg),
-        gradient_clip_val=p.gradient_clip,
-        logger=CSVLogger(out, name="logs", version=""),
-        enable_checkpointing=False,  # last.ckpt is written once, atomically, after fit
-        enable_progress_bar=p.progress_bar,
-        enable_model_summary=False,
-        log_every_n_steps=p.log_every_n_steps,
-        limit_val_batches=1.0 if validate else 0,
-        num_sanity_val_steps=0,
-        default_root_dir=out,
-        plugins=[AtomicCheckpointIO()],  # last.ckpt: temp file, fsync, rename
-    )
-
-
 def pretrain(cfg: Config) -> PretrainResult:
     """Pretrain ``build_backbone(cfg.model)`` with ``cfg.pretraining`` on the database's windows.
 
@@ -194,7 +161,12 @@ def pretrain(cfg: Config) -> PretrainResult:
     loss_before = evaluate_objective(module, eval_batches, cfg.seed, device)
     log.info("pretraining %s on %d training windows", p.objective, len(dm.datasets["train"]))
 
-    trainer = _trainer(cfg, out, validate=len(dm.datasets["val"]) > 0)
+    trainer = build_trainer(
+        p,
+        out,
+        loggers=[CSVLogger(out, name="logs", version="")],  # logs/metrics.csv
+        validate=len(dm.datasets["val"]) > 0,
+    )  # no ModelCheckpoint: last.ckpt is written once, atomically, after fit
     trainer.fit(module, datamodule=dm)
 
     last = out / "last.ckpt"

@@ -14,7 +14,8 @@ Everything lands in ``training.checkpoint_dir``::
                              forecast, realised_return (the predictions-file contract)
 
 Hardware, precision and distribution come from the ``training`` section and go straight
-to the Lightning Trainer (DDP/FSDP included); nothing here is home-made.
+to the Lightning Trainer (DDP/FSDP included) through :func:`~.trainer.build_trainer`, the
+same factory ``pretrain`` uses; nothing here is home-made.
 """
 
 from __future__ import annotations
@@ -29,11 +30,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
-    LearningRateMonitor,
     ModelCheckpoint,
 )
 
@@ -41,7 +40,6 @@ from .._io import atomic_path, atomic_write
 from ..config import Config, config_to_dict, save_config
 from ..evaluation.metrics import infer_periods_per_year
 from ..windows import SymbolReport
-from .checkpoint_io import AtomicCheckpointIO
 from .checks import check_config
 from .curriculum import CurriculumCallback, CurriculumScheduler
 from .data import MarketDataModule
@@ -49,6 +47,7 @@ from .diagnostics import TrainingDiagnosticsCallback
 from .module import TradingModule
 from .safe_load import CheckpointError, read_checkpoint
 from .tracking import build_loggers
+from .trainer import build_trainer, resolve_precision
 
 __all__ = ["CheckpointError", "TrainResult", "resolve_precision", "train"]
 
@@ -71,14 +70,6 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     #: per symbol: bars, usable cells, windows per split (``SymbolReport.format()`` prints it)
     symbol_report: SymbolReport | None = None
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``training.precision`` with ``auto`` → ``bf16-mixed`` on CUDA, ``32-true`` otherwise."""
-    if precision != "auto":
-        return precision
-    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if gpu else "32-true"
 
 
 def _check_resume(path: Path, n_features: int, cfg: Config) -> None:
@@ -259,7 +250,6 @@ def train(
     check_config(cfg)  # registry names and horizons, before any data is read
     t = cfg.training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    torch.set_float32_matmul_precision(t.float32_matmul_precision)
     dm = datamodule or MarketDataModule(cfg)
     dm.setup()
     if cfg.model.horizon > cfg.windows.horizon:
@@ -278,29 +268,12 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     has_val = len(dm.datasets["val"]) > 0
     loggers = build_loggers(cfg.tracking, out / "logs", out.name)
-    extra = [LearningRateMonitor("step")] if loggers else []
-    trainer = L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=resolve_precision(t.precision, t.accelerator),
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        limit_train_batches=t.limit_train_batches,
-        gradient_clip_val=t.gradient_clip,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        deterministic=t.deterministic,
-        logger=loggers or False,
-        callbacks=[*_callbacks(cfg, out, has_val), *extra, *callbacks],
-        default_root_dir=out,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=t.progress_bar,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # the DataModule's sampler shards by rank itself
-        limit_val_batches=1.0 if has_val else 0,
-        plugins=[AtomicCheckpointIO()],  # a full disk or a kill never truncates a .ckpt
+    trainer = build_trainer(
+        t,
+        out,
+        loggers=loggers,
+        callbacks=[*_callbacks(cfg, out, has_val), *callbacks],
+        validate=has_val,
     )
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
