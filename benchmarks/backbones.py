@@ -1,11 +1,11 @@
 """Benchmark: training-step speed, memory and MFU of every backbone beside a plain transformer.
 
-Each of the five registered backbones (with the ``regression`` head) and a reference
+Each registered backbone (with the ``regression`` head) and a reference
 plain-PyTorch pre-norm ``nn.TransformerEncoder`` of the same width, depth, heads and
 feed-forward multiple (causal SDPA attention, GELU MLP) run the same training step —
 forward, loss, backward, fused AdamW — under bf16 autocast on a GPU, eager and with
-``torch.compile``, in one run. Figures: parameters, GFLOPs per sample (6·N·T plus the
-attention term, as :func:`market_nn_plus_ultra.models.estimate_flops` counts them),
+``torch.compile``, in one run. Figures: parameters, GFLOPs per sample (3 × the forward
+matmul FLOPs, the convention of :func:`market_nn_plus_ultra.models.estimate_flops`),
 samples/s, achieved TFLOP/s, peak memory and MFU against a matmul peak measured on the
 same device in the same dtype.
 
@@ -90,10 +90,14 @@ def _reference_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _reference_flops(model: nn.Module, cfg: ModelConfig, seq_len: int) -> float:
-    """The same count as ``estimate_flops``: ``6·N·T + 12·depth·T·D·T``."""
-    return float(
-        6 * count_parameters(model) * seq_len + 12 * cfg.depth * seq_len * cfg.d_model * seq_len
-    )
+    """The convention of ``estimate_flops``: 3 × forward matmul FLOPs (forward + backward).
+
+    Forward: ``2 · matmul weights · T`` (every weight with two or more dimensions sees all
+    T tokens) plus ``4 · D · T²`` per attention layer (scores and the weighted sum).
+    """
+    weights = sum(p.numel() for p in model.parameters() if p.ndim >= 2)
+    forward = 2 * weights * seq_len + 4 * cfg.depth * cfg.d_model * seq_len * seq_len
+    return float(3 * forward)
 
 
 def _release(device: torch.device) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from market_nn_plus_ultra.config import ModelConfig
-from market_nn_plus_ultra.models.layers import MoEFeedForward
+from market_nn_plus_ultra.models.layers import CausalSelfAttention, DiagonalSSM, MoEFeedForward
 
 __all__ = [
     "BACKBONES",
@@ -123,40 +123,110 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def _active_parameters(model: nn.Module, cfg: ModelConfig) -> int:
-    """Parameters a token actually passes through: MoE layers count top_k of their experts."""
-    total = count_parameters(model)
-    for module in model.modules():
-        if isinstance(module, MoEFeedForward):
-            per_expert = (module.w12.numel() + module.w3.numel()) // module.num_experts
-            total -= per_expert * (module.num_experts - module.top_k)
-    return total
+def _matmul_weights(module: nn.Module) -> int:
+    """Weights of ``module`` itself (not its children) that one row multiplies once.
+
+    ``nn.Linear`` / ``nn.Conv1d`` weights and the LSTM's input and recurrent weights;
+    for an MoE layer only the ``top_k`` experts a token is routed to (its router is a
+    child ``nn.Linear``); otherwise 3-D parameters, the package's grouped-linear layout
+    ``(groups, d_in, d_out)`` applied to every row (the TFT's per-variable GRNs).
+    Biases, norm scales, embedding tables, null tokens and the SSM's kernel parameters
+    (used once per sequence, not per row) do no matmul work and are not counted.
+    """
+    if isinstance(module, DiagonalSSM):  # its (H, N, 2) output weights build the kernel
+        return 0
+    if isinstance(module, nn.Linear | nn.Conv1d):
+        return module.weight.numel()
+    if isinstance(module, nn.LSTM):
+        return sum(p.numel() for n, p in module.named_parameters() if n.startswith("weight_"))
+    if isinstance(module, MoEFeedForward):
+        return (module.w12.numel() + module.w3.numel()) * module.top_k // module.num_experts
+    # a learned (1, 1, D) token (omni_mixture's null key) is 3-D too but no matrix
+    grouped = (p for p in module.parameters(recurse=False) if p.dim() == 3)
+    return sum(p.numel() for p in grouped if min(p.shape[1:]) > 1)
 
 
-def _multi_scale_flops(model: nn.Module, cfg: ModelConfig, tokens: int) -> float:
-    """:func:`estimate_flops` for ``multi_scale``: each coarse encoder's parameters see
-    ``T // k`` tokens, its attention ``(T // k)²`` pairs, and each fusion ``T · (1 + T // k)``
-    (query × coarse keys plus the null key)."""
-    coarse = [count_parameters(encoder) for encoder in model.coarse]
+def _forward_flops(
+    model: nn.Module, tokens: int, rows: dict[str, int], cross_pairs: int = 0
+) -> int:
+    """Forward matmul FLOPs of ``model`` over ``tokens`` rows per sequence.
+
+    Every module's matmul weights cost ``2 · weights · rows``, where ``rows`` maps a
+    submodule name to the rows it sees (its descendants inherit it; the default is
+    ``tokens``). A :class:`CausalSelfAttention` over ``n`` rows adds ``4 · d · n²`` (scores
+    and mixing over the full square: the kernels do not skip the masked half), and
+    ``cross_pairs`` other query-key pairs add ``4 · d`` each (``d`` = ``model.d_model``).
+    """
+    flops = 4 * int(model.d_model) * cross_pairs
+    for name, module in model.named_modules():
+        prefix = max(
+            (p for p in rows if name == p or name.startswith(p + ".")), key=len, default=None
+        )
+        n = tokens if prefix is None else rows[prefix]
+        flops += 2 * _matmul_weights(module) * n
+        if isinstance(module, CausalSelfAttention):
+            flops += 4 * module.proj.in_features * n * n
+    return flops
+
+
+def _omni_mixture_rows(model: nn.Module, cfg: ModelConfig, tokens: int) -> tuple[dict, int]:
+    """Each cross-scale block pools ``P = ceil(T / coarse_factor)`` coarse tokens, runs
+    its coarse attention and feed-forward over them, projects ``1 + P`` keys (the null
+    one included) and lets all ``T`` queries read them: ``T · (1 + P)`` pairs."""
+    from market_nn_plus_ultra.models.omni_mixture import CrossScaleBlock  # imports this module
+
+    n = -(-tokens // cfg.coarse_factor)
+    rows: dict[str, int] = {}
+    cross = 0
+    for name, module in model.named_modules():
+        if isinstance(module, CrossScaleBlock):
+            rows |= {f"{name}.{part}": n for part in ("pool", "coarse_attn", "coarse_ffn")}
+            rows[f"{name}.kv"] = 1 + n
+            cross += tokens * (1 + n)
+    return rows, cross
+
+
+def _multi_scale_rows(model: nn.Module, cfg: ModelConfig, tokens: int) -> tuple[dict, int]:
+    """Each coarse encoder and its fusion's key/value projection see ``T // k`` tokens;
+    each fusion's ``T`` queries read ``1 + T // k`` keys (the null one included)."""
     steps = [tokens // k for k in cfg.scales[1:]]
-    fine = count_parameters(model) - sum(coarse)  # embedding, fine blocks, fusions, norm
-    params = fine * tokens + sum(p * n for p, n in zip(coarse, steps, strict=True))
-    pairs = cfg.depth * tokens * tokens + sum(
-        cfg.scale_depth * n * n + tokens * (1 + n) for n in steps
-    )
-    return float(6 * params + 12 * cfg.d_model * pairs)
+    rows = {f"coarse.{i}": n for i, n in enumerate(steps)}
+    rows |= {f"fusions.{i}.kv": n for i, n in enumerate(steps)}
+    return rows, sum(tokens * (1 + n) for n in steps)
+
+
+def _temporal_fusion_rows(model: nn.Module, cfg: ModelConfig, tokens: int) -> tuple[dict, int]:
+    """One interpretable attention layer of width ``tft_hidden`` over all ``T²`` pairs."""
+    return {}, tokens * tokens
+
+
+# backbones whose submodules do not all see every token, or with attention other than
+# CausalSelfAttention; every other backbone is counted by the default rule
+_ROWS: dict[str, Callable[[nn.Module, ModelConfig, int], tuple[dict, int]]] = {
+    "multi_scale": _multi_scale_rows,
+    "omni_mixture": _omni_mixture_rows,
+    "temporal_fusion": _temporal_fusion_rows,
+}
 
 
 def estimate_flops(cfg: ModelConfig, n_features: int, seq_len: int) -> float:
     """Training FLOPs per sample (one window of ``seq_len`` steps), forward + backward.
 
-    ``6 · N · T + 12 · depth · T · d_model · T`` with ``N`` the backbone parameters a
-    token uses (all of them except MoE experts it is not routed to; the head is
-    negligible), ``T`` the number of tokens (``ceil(seq_len / patch_size)``), and the
-    second term the attention scores and mixing counted without the causal saving
-    (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, appendix B). ``state_space`` has
-    no attention term: its FFT convolutions cost O(T log T) per channel, small beside
-    the parameter term, so its cost per step stays flat as T grows.
+    ``3 ×`` the forward matmul FLOPs (the backward pass does two matmuls per forward one,
+    Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, appendix B). Forward:
+    ``2 · W · n`` per module for its matmul weights ``W`` (linear, conv, LSTM, grouped
+    and routed-expert weights, see :func:`_matmul_weights`) over the ``n`` rows it sees,
+    plus ``4 · d · n_q · n_k`` per attention layer (scores and mixing over the full
+    square, without the causal saving). ``n`` is ``T = ceil(seq_len / patch_size)`` tokens
+    except inside coarse paths (``multi_scale``'s ``T // k``, ``omni_mixture``'s
+    ``ceil(T / coarse_factor)``). ``temporal_fusion`` has one attention layer of width
+    ``tft_hidden``; ``state_space`` none. Elementwise work (norms, activations, gates,
+    softmax) and the SSM's FFT convolutions (O(T log T) per channel: under 1% at
+    ``d_model`` 512 and T in the hundreds) are not counted, and an MoE layer counts its
+    ``top_k`` routed experts even where the dense fallback runs all of them — the model-FLOPs convention of MFU, and what
+    ``torch.utils.flop_counter.FlopCounterMode`` measures (``tests/models/test_flops.py``
+    checks every registered backbone against it). A backbone without an entry in
+    ``_ROWS`` is counted with every module over all ``T`` tokens.
     """
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
@@ -164,10 +234,6 @@ def estimate_flops(cfg: ModelConfig, n_features: int, seq_len: int) -> float:
     except (NotImplementedError, RuntimeError):
         model = build_backbone(cfg, n_features)
     tokens = -(-seq_len // cfg.patch_size)
-    if cfg.architecture == "multi_scale":
-        return _multi_scale_flops(model, cfg, tokens)
-    attention_layers = 0 if cfg.architecture == "state_space" else cfg.depth
-    return float(
-        6 * _active_parameters(model, cfg) * tokens
-        + 12 * attention_layers * tokens * cfg.d_model * tokens
-    )
+    rows_of = _ROWS.get(cfg.architecture)
+    rows, cross = ({}, 0) if rows_of is None else rows_of(model, cfg, tokens)
+    return float(3 * _forward_flops(model, tokens, rows, cross))
