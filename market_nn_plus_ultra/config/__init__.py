@@ -46,6 +46,7 @@ from .training import (
     DiagnosticsConfig,
     PretrainingConfig,
     TrackingConfig,
+    TrainerConfig,
     TrainingConfig,
 )
 
@@ -69,6 +70,7 @@ __all__ = [
     "RegimeConfig",
     "SimulationConfig",
     "TrackingConfig",
+    "TrainerConfig",
     "TrainingConfig",
     "WindowsConfig",
     "apply_overrides",

@@ -15,6 +15,7 @@ from .diagnostics import (
     noise_scale_terms,
     quantile_coverage,
 )
+from .landscape import LandscapeResult, filter_normalised_direction, loss_landscape
 from .masked import (
     MaskedTimeSeriesModule,
     PretrainingModule,
@@ -34,6 +35,7 @@ from .pretrain import (
 )
 from .tracking import TrackingError, build_loggers
 from .train import CheckpointError, TrainResult, resolve_precision, train
+from .trainer import build_trainer
 from .warm_start import (
     BACKBONE_FORMAT,
     BACKBONE_FORMAT_VERSION,
@@ -53,6 +55,7 @@ __all__ = [
     "CurriculumCallback",
     "CurriculumDataset",
     "CurriculumScheduler",
+    "LandscapeResult",
     "MarketDataModule",
     "MaskedTimeSeriesModule",
     "PretrainResult",
@@ -68,12 +71,15 @@ __all__ = [
     "augment_view",
     "build_loggers",
     "build_pretraining_module",
+    "build_trainer",
     "cross_section_ic",
     "evaluate_objective",
     "expected_calibration_error",
+    "filter_normalised_direction",
     "hierarchical_contrastive_loss",
     "info_nce",
     "load_backbone",
+    "loss_landscape",
     "masked_reconstruction_loss",
     "noise_scale_terms",
     "pretrain",
