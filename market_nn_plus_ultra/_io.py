@@ -44,6 +44,7 @@ __all__ = [
     "atomic_dir",
     "atomic_path",
     "atomic_write",
+    "exclusive",
     "json_ready",
     "remove_stale_temps",
     "temp_path",
@@ -213,6 +214,31 @@ def atomic_dir(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def exclusive(target: str | Path) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on ``target`` for a read-modify-write.
+
+    The lock is ``fcntl.flock`` on a sidecar ``.<name>.lock`` beside ``target`` (kept, empty):
+    two processes appending to one file take turns instead of the last writer dropping
+    the other's rows. The OS releases the lock when the holder dies, so a kill -9 never
+    leaves it stuck. Where ``fcntl`` is missing (Windows) it is a no-op. Yields ``target``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield target
+        return
+    lock = target.with_name(f".{target.name}.lock")
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield target
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def json_ready(value: Any) -> Any:

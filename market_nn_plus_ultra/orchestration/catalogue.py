@@ -6,7 +6,8 @@ that shares it. The one update: when a sweep ends, its rows get their deflated S
 ratio over the sweep's trials (:func:`deflate_catalogue`). Each write is atomic: the
 old rows and the new ones are written to a temporary file beside the catalogue, fsynced,
 which then replaces it (``atomic_path``), so a crash mid-write never leaves a truncated
-catalogue. The columns are
+catalogue; each read-modify-write holds an exclusive lock (``exclusive``), so two sweeps
+appending to one catalogue at once keep both their rows. The columns are
 :data:`CATALOGUE_COLUMNS` (docs/benchmarks.md explains each one).
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._io import atomic_path
+from .._io import atomic_path, exclusive
 from ..config import Config, config_to_dict
 from ..data.store import summarise_series
 from ..evaluation.backtest import backtest
@@ -212,11 +213,11 @@ def read_catalogue(path: str | Path) -> pd.DataFrame:
 def append_catalogue(path: str | Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Append ``rows`` to the catalogue at ``path`` atomically; return the whole catalogue."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = read_catalogue(path)
-    new = _typed(pd.DataFrame(rows))
-    frame = new if old.empty else pd.concat([old, new], ignore_index=True)
-    _write(path, frame)
+    with exclusive(path):  # another sweep appending at the same moment waits its turn
+        old = read_catalogue(path)
+        new = _typed(pd.DataFrame(rows))
+        frame = new if old.empty else pd.concat([old, new], ignore_index=True)
+        _write(path, frame)
     return frame
 
 
@@ -271,18 +272,19 @@ def deflate_catalogue(path: str | Path, sweep_id: str) -> pd.DataFrame:
     returns the whole catalogue.
     """
     path = Path(path)
-    frame = read_catalogue(path)
-    mine = frame["sweep_id"].eq(sweep_id).fillna(False).to_numpy(dtype=bool)
-    if not mine.any():
-        raise ValueError(
-            f"catalogue {path}: no rows with sweep_id {sweep_id!r} — check the id "
-            "(the sweep_id column) or the --catalogue path"
-        )
-    figures = deflate_rows(frame[mine])
-    for column in DEFLATION_COLUMNS:
-        frame.loc[mine, column] = figures[column].to_numpy()
-    frame = _typed(frame)
-    _write(path, frame)
+    with exclusive(path):
+        frame = read_catalogue(path)
+        mine = frame["sweep_id"].eq(sweep_id).fillna(False).to_numpy(dtype=bool)
+        if not mine.any():
+            raise ValueError(
+                f"catalogue {path}: no rows with sweep_id {sweep_id!r} — check the id "
+                "(the sweep_id column) or the --catalogue path"
+            )
+        figures = deflate_rows(frame[mine])
+        for column in DEFLATION_COLUMNS:
+            frame.loc[mine, column] = figures[column].to_numpy()
+        frame = _typed(frame)
+        _write(path, frame)
     return frame
 
 
