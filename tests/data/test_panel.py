@@ -12,10 +12,11 @@ from market_nn_plus_ultra.data.panel import read_panel
 from market_nn_plus_ultra.data.store import StoreError, update_database, write_database
 
 
-def _series(symbol: str, n: int, freq: str, seed: int) -> pd.DataFrame:
+def _series(symbol: str, n: int, freq: str, seed: int, price: float = 100.0) -> pd.DataFrame:
+    """``n`` random-walk OHLCV bars of ``symbol`` from 2024-01-01, closes near ``price``."""
     rng = np.random.default_rng(seed)
     ts = pd.date_range("2024-01-01", periods=n, freq=freq, tz="UTC")
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    close = price * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     return pd.DataFrame(
         {
             "timestamp": ts,

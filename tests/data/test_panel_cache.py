@@ -18,25 +18,13 @@ import market_nn_plus_ultra.data.panel_cache as panel_cache
 from market_nn_plus_ultra.data.panel import read_panel
 from market_nn_plus_ultra.data.panel_cache import CacheEntry, database_fingerprint
 from market_nn_plus_ultra.data.store import update_database, write_database
+from tests.data.test_panel import _series as daily_series
 
 CACHE_LOG = "market_nn_plus_ultra.data.panel_cache"
 
 
 def _series(symbol: str, n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range("2024-01-01", periods=n, freq="D", tz="UTC")
-    close = 250 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    return pd.DataFrame(
-        {
-            "timestamp": ts,
-            "symbol": symbol,
-            "open": close * 0.999,
-            "high": close * 1.01,
-            "low": close * 0.99,
-            "close": close,
-            "volume": rng.integers(1, 1000, n).astype(float),
-        }
-    )
+    return daily_series(symbol, n, "D", seed, price=250.0)
 
 
 @pytest.fixture()
