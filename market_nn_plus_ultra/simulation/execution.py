@@ -33,22 +33,18 @@ import torch
 from torch import Tensor
 
 from ..config import SimulationConfig
-
-__all__ = ["COST_KINDS", "ExecutionResult", "effective_targets", "simulate_execution"]
-
-#: Every cost the simulator charges, in the order reports list them.
-COST_KINDS = (
-    "commission",
-    "fixed",
-    "spread",
-    "impact",
-    "borrow",
-    "leverage_funding",
-    "funding",
+from .step import (
+    COST_KINDS,
+    LatencyBuckets,
+    bar_update,
+    capital_slot,
+    fill_bar,
+    fill_limit,
+    limit_targets,
+    symbol_mean,
 )
 
-# A fill smaller than this (position units) is rounding, not a trade that pays fixed_cost.
-_MIN_FILL = 1e-12
+__all__ = ["COST_KINDS", "ExecutionResult", "effective_targets", "simulate_execution"]
 
 
 @dataclass
@@ -72,20 +68,8 @@ class ExecutionResult:
         if kind not in self.costs:
             raise KeyError(f"unknown cost kind {kind!r}; kinds: {list(self.costs)}")
         weight = self.known.to(self.net.dtype)
-        return _symbol_mean(self.costs[kind] * weight, weight @ _ones_like_symbols(weight))
-
-
-def _ones_like_symbols(values: Tensor) -> Tensor:
-    return torch.ones(values.shape[-1], dtype=values.dtype, device=values.device)
-
-
-def _symbol_mean(zeroed: Tensor, count: Tensor) -> Tensor:
-    """Mean over symbols ``[B, T]`` of ``zeroed`` (0 off the mask) given the mask's ``count``.
-
-    A matrix-vector product with ones sums the small last dim ~10× faster than ``sum(-1)``.
-    """
-    total = zeroed @ _ones_like_symbols(zeroed)  # (B, T)
-    return torch.where(count > 0, total / count.clamp(min=1), float("nan"))
+        count = weight @ torch.ones(weight.shape[-1], dtype=weight.dtype, device=weight.device)
+        return symbol_mean(self.costs[kind] * weight, count)
 
 
 def _forward_fill(values: Tensor, mask: Tensor, initial: Tensor) -> Tensor:
@@ -108,7 +92,9 @@ def effective_targets(
 
     The order decided at bar u arrives at ``u + k_u``; at bar t the latest decision that
     has arrived wins (so a slow order never overwrites a newer one). Before the first
-    arrival the position ``initial`` ``[B, S]`` stays in force.
+    arrival the position ``initial`` ``[B, S]`` stays in force. The lags come from
+    :class:`~.step.LatencyBuckets` on ``torch.rand(B, T, S)`` float64 draws of
+    ``generator`` (on the CPU); :func:`~.step.arrive` is the same rule one bar at a time.
     """
     B, T, S = targets.shape
     if len(latency_bars) == 1:
@@ -117,14 +103,9 @@ def effective_targets(
             return targets
         head = initial.unsqueeze(1).expand(B, min(k, T), S)
         return torch.cat([head, targets[:, : max(T - k, 0)]], dim=1)[:, :T]
-    probs = torch.tensor(
-        latency_probs or [1.0 / len(latency_bars)] * len(latency_bars), dtype=torch.float64
-    )
-    edges = probs.cumsum(0)[:-1]  # bucket j covers [edges[j-1], edges[j])
-    draws = torch.searchsorted(
-        edges, torch.rand(B, T, S, dtype=torch.float64, generator=generator), right=True
-    )
-    lag = torch.tensor(latency_bars, dtype=torch.long)[draws].to(targets.device)  # (B, T, S)
+    uniform = torch.rand(B, T, S, dtype=torch.float64, generator=generator)
+    buckets = LatencyBuckets.from_config(latency_bars, latency_probs)
+    lag = buckets.draw(uniform).to(targets.device)  # (B, T, S)
     decided = torch.arange(T, device=targets.device).view(1, T, 1).expand(B, T, S)
     arrival = (decided + lag).clamp(max=T)  # T = after the last bar: never fills
     latest = torch.full((B, T + 1, S), -1, dtype=torch.long, device=targets.device)
@@ -132,19 +113,6 @@ def effective_targets(
     latest = latest[:, :T].cummax(dim=1).values  # (B, T, S) newest decision arrived by t
     taken = targets.gather(1, latest.clamp(min=0))
     return torch.where(latest >= 0, taken, initial.unsqueeze(1).expand(B, T, S))
-
-
-def _apply_limits(targets: Tensor, present: Tensor, cfg: SimulationConfig) -> Tensor:
-    if cfg.max_position is not None:
-        targets = targets.clamp(-cfg.max_position, cfg.max_position)
-    if cfg.max_gross is not None:
-        weight = present.to(targets.dtype)
-        gross = _symbol_mean(targets.abs() * weight, weight @ _ones_like_symbols(weight))  # (B, T)
-        scale = torch.where(
-            gross > cfg.max_gross, cfg.max_gross / gross, torch.ones_like(gross)
-        ).nan_to_num(1.0)
-        targets = targets * scale.unsqueeze(-1)
-    return targets
 
 
 @numba.njit(cache=True, nogil=True)
@@ -167,7 +135,7 @@ def _fill_with_cap(targets: Tensor, present: Tensor, limit: Tensor, initial: Ten
     one compiled numba pass (no per-bar Python and tensor-op overhead); on other devices
     or when a gradient is needed, as a loop of per-bar tensor ops.
     """
-    limit = torch.where(present, limit.nan_to_num(0.0).clamp(min=0.0), 0.0)  # (B, T, S)
+    limit = fill_limit(limit, present)  # (B, T, S)
     needs_grad = torch.is_grad_enabled() and (
         targets.requires_grad or limit.requires_grad or initial.requires_grad
     )
@@ -183,19 +151,10 @@ def _fill_with_cap(targets: Tensor, present: Tensor, limit: Tensor, initial: Ten
         return out  # (B, T, S)
     held = []
     h = initial
-    # unbind gives per-bar views once
-    for wanted, lim, neg in zip(
-        targets.unbind(1), limit.unbind(1), (-limit).unbind(1), strict=True
-    ):
-        h = h + torch.minimum(torch.maximum(wanted - h, neg), lim)
+    for wanted, lim in zip(targets.unbind(1), limit.unbind(1), strict=True):  # per-bar views
+        h = fill_bar(h, wanted, lim)
         held.append(h)
     return torch.stack(held, dim=1)  # (B, T, S)
-
-
-def _require(tensor: Tensor | None, what: str, needed_by: str, fix: str) -> Tensor:
-    if tensor is None:
-        raise ValueError(f"simulation.{needed_by} needs {what}: {fix}")
-    return tensor
 
 
 def simulate_execution(
@@ -252,79 +211,43 @@ def simulate_execution(
     )
 
     wanted = effective_targets(targets, cfg.latency_bars, cfg.latency_probs, initial, generator)
-    wanted = _apply_limits(wanted, present, cfg)
-    on = present.to(targets.dtype)
-    n_present = (on @ _ones_like_symbols(on)).clamp(min=1).unsqueeze(-1)  # (B, T, 1)
-    slot = cfg.capital / n_present  # currency per symbol
+    wanted = limit_targets(wanted, present, cfg)
+    slot = capital_slot(present, cfg, targets.dtype)  # (B, T, 1) currency per symbol
     if cfg.participation_cap is not None:
-        volume = _require(
-            dollar_volume,
-            "per-bar dollar volume",
-            "participation_cap",
-            "add a dollar_volume column (or volume and close) or set participation_cap=null",
-        ).to(targets)
+        if dollar_volume is None:
+            raise ValueError(
+                "simulation.participation_cap needs per-bar dollar volume: add a dollar_volume "
+                "column (or volume and close) or set participation_cap=null"
+            )
+        volume = dollar_volume.to(targets)
         held = _fill_with_cap(wanted, present, cfg.participation_cap * volume / slot, initial)
     else:
         # Absent symbols keep their position; skip the (costly) fill when none is absent.
         held = wanted if bool(present.all()) else _forward_fill(wanted, present, initial)
     previous = torch.cat([initial.unsqueeze(1), held[:, :-1]], dim=1)  # (B, T, S)
-    fills = held - previous
-    size = fills.abs()
-
-    zero = torch.zeros_like(held)
-    costs = dict.fromkeys(COST_KINDS, zero)
-    if cfg.cost_bps:
-        costs["commission"] = cfg.cost_bps / 1e4 * size
-    if cfg.fixed_cost:
-        costs["fixed"] = torch.where(size > _MIN_FILL, cfg.fixed_cost / slot, zero)
-    if cfg.half_spread_bps or cfg.spread_vol_mult or cfg.impact_coef:
-        sigma = zero
-        if cfg.spread_vol_mult or cfg.impact_coef:
-            sigma = _require(
-                volatility,
-                "per-bar volatility",
-                "spread_vol_mult/impact_coef",
-                "add a volatility column or keep realised_return so it can be estimated",
-            ).to(targets)
-            sigma = sigma.nan_to_num(0.0)
-        costs["spread"] = (cfg.half_spread_bps / 1e4 + cfg.spread_vol_mult * sigma) * size
-        if cfg.impact_coef:
-            daily = _require(
-                adv,
-                "average dollar volume",
-                "impact_coef",
-                "add a dollar_volume column (or volume and close) or set impact_coef=0",
-            ).to(targets)
-            participation = torch.where(daily > 0, size * slot / daily, zero).nan_to_num(0.0)
-            costs["impact"] = cfg.impact_coef * sigma * participation.sqrt() * size
-    if cfg.borrow_bps:
-        costs["borrow"] = cfg.borrow_bps / 1e4 / periods_per_year * (-held).clamp(min=0.0)
-    if cfg.leverage_funding_bps:
-        rate = cfg.leverage_funding_bps / 1e4 / periods_per_year
-        costs["leverage_funding"] = rate * (held.abs() - 1.0).clamp(min=0.0)
-    if funding is not None:
-        costs["funding"] = held * funding.to(targets).nan_to_num(0.0)
-
-    total_cost = costs["commission"]
-    for kind in COST_KINDS[1:]:
-        if costs[kind] is not zero:
-            total_cost = total_cost + costs[kind]
-    known = present & ~torch.isnan(returns)
-    weight = known.to(held.dtype)
-    count = weight @ _ones_like_symbols(weight)  # (B, T) symbols in the portfolio
-    gross = torch.where(known, held * returns, 0.0)
-    charged = total_cost * weight
-    net = gross - charged
+    bar = bar_update(
+        held,
+        previous,
+        returns,
+        present,
+        slot,
+        cfg,
+        volatility=volatility,
+        adv=adv,
+        funding=funding,
+        periods_per_year=periods_per_year,
+    )
+    count = bar.count  # (B, T) symbols in the portfolio
     return ExecutionResult(
         targets=wanted,
         positions=held,
-        fills=fills,
-        costs=costs,
-        gross=gross,
-        net=net,
-        known=known,
-        portfolio=_symbol_mean(net, count),
-        portfolio_gross=_symbol_mean(gross, count),
-        portfolio_costs=_symbol_mean(charged, count),
-        turnover=_symbol_mean(size * weight, count),
+        fills=bar.fills,
+        costs=bar.costs,
+        gross=bar.gross,
+        net=bar.net,
+        known=bar.known,
+        portfolio=symbol_mean(bar.net, count),
+        portfolio_gross=symbol_mean(bar.gross, count),
+        portfolio_costs=symbol_mean(bar.charged, count),
+        turnover=symbol_mean(bar.size * bar.known.to(held.dtype), count),
     )
