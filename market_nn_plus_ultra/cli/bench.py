@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -24,7 +26,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from ..models.profiling import ProfileResult
-    from ..orchestration.sweep import ComparisonResult, Scenario
+    from ..orchestration.sweep import ComparisonResult, Scenario, SweepResult
 
 # torch and Lightning load inside the commands, so `plus-ultra --help` stays fast.
 
@@ -176,6 +178,9 @@ def _fmt(value: object, spec: str = ",.4f") -> str:
     return format(value, spec) if isinstance(value, int | float) else str(value)
 
 
+_RAY = "With --engine ray only."
+
+
 @app.command("sweep")
 def sweep(
     architectures: Annotated[
@@ -202,13 +207,65 @@ def sweep(
         Path, typer.Option("--output", help="Folder for each scenario's run.")
     ] = Path("outputs/sweeps"),
     catalogue: CatalogueOption = Path("benchmarks/catalogue.parquet"),
+    engine: Annotated[
+        Literal["sequential", "ray"],
+        typer.Option(
+            "--engine",
+            help="sequential: one scenario after another in this process. ray: each scenario "
+            "a Ray Tune trial, several at once, on this machine or a Ray cluster (pip install "
+            "'market-nn-plus-ultra[distributed]'). Same catalogue rows either way.",
+        ),
+    ] = "sequential",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster to join: auto (the one this machine is a node of, after `ray "
+            f"start`) or the head's host:port; default: start a local Ray. {_RAY}",
+        ),
+    ] = None,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option(
+            "--max-concurrent",
+            help=f"Trials at once (default: as many as the resources allow). {_RAY}",
+        ),
+    ] = None,
+    cpus_per_trial: Annotated[
+        float | None,
+        typer.Option("--cpus-per-trial", help=f"CPUs each trial reserves [default: 1]. {_RAY}"),
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-trial",
+            help=f"GPUs each trial reserves, fractions allowed [default: 0: CPU]. {_RAY}",
+        ),
+    ] = None,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
-    """Train every combination of the swept values in turn; append one catalogue row each."""
-    from ..orchestration.sweep import expand_scenarios, parse_values, run_sweep
+    """Train every combination of the swept values; append one catalogue row each.
 
+    --engine sequential (the default) trains the scenarios one after another in this
+    process. --engine ray runs each scenario as a Ray Tune trial, --max-concurrent at a
+    time, each reserving --cpus-per-trial/--gpus-per-trial, on a local Ray or a cluster
+    (--ray-address auto); this process appends each row as its trial ends. Both engines
+    write the same rows and end with the deflated Sharpe ratio over the sweep.
+    """
+    from ..orchestration.sweep import expand_scenarios, parse_values
+
+    ray_flags = {
+        "--ray-address": ray_address,
+        "--max-concurrent": max_concurrent,
+        "--cpus-per-trial": cpus_per_trial,
+        "--gpus-per-trial": gpus_per_trial,
+    }
     with user_errors():
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if engine == "sequential" and given:
+            raise ValueError(f"{', '.join(given)}: only for --engine ray — add --engine ray")
+        runner = _sweep_runner(engine, ray_address, max_concurrent, cpus_per_trial, gpus_per_trial)
         cfg = load(
             config, [*_QUIET, *(overrides or [])], **_budget(limit_train_batches, max_epochs)
         )
@@ -224,20 +281,24 @@ def sweep(
                 raise ValueError(f"--grid {item!r}: expected KEY=V1,V2, e.g. training.seed=1,2")
             axes[key.strip()] = parse_values(values)
         scenarios = expand_scenarios(axes)
-    console.print(f"sweeping {len(scenarios)} scenario(s) on {cfg.data.sqlite_path} …")
+    where = "" if engine == "sequential" else f" with Ray ({ray_address or 'local'})"
+    console.print(f"sweeping {len(scenarios)} scenario(s) on {cfg.data.sqlite_path}{where} …")
     with progress() as bar:
         task = bar.add_task("sweep", total=len(scenarios))
+        running: dict[int, str] = {}  # the Ray engine runs several at once
 
         def started(i: int, scenario: Scenario) -> None:
-            bar.update(task, description=scenario.slug)
+            running[i] = scenario.slug
+            bar.update(task, description=", ".join(running.values()))
 
         def done(i: int, scenario: Scenario, row: dict) -> None:
-            bar.advance(task)
+            running.pop(i, None)
+            bar.update(task, advance=1, description=", ".join(running.values()) or "sweep")
             if row["status"] != "ok":
                 console.print(f"[yellow]{scenario.slug} failed:[/] {row['error']}", highlight=False)
 
         with user_errors():
-            result = run_sweep(cfg, scenarios, output, catalogue, on_start=started, on_done=done)
+            result = runner(cfg, scenarios, output, catalogue, on_start=started, on_done=done)
     out.print(_sweep_table(result.rows))
     if result.failed:
         console.print(f"[yellow]{len(result.failed)} of {len(result.rows)} scenario(s) failed[/]")
@@ -245,6 +306,29 @@ def sweep(
     wrote(f"catalogue ({len(result.rows)} row(s) appended)", result.catalogue_path)
     if len(result.failed) == len(result.rows):
         raise typer.Exit(1)
+
+
+def _sweep_runner(
+    engine: str,
+    address: str | None,
+    max_concurrent: int | None,
+    cpus: float | None,
+    gpus: float | None,
+) -> Callable[..., SweepResult]:
+    """``run_sweep``, or ``run_sweep_ray`` with its options (Ray imported only here)."""
+    if engine == "sequential":
+        from ..orchestration.sweep import run_sweep
+
+        return run_sweep
+    from ..orchestration.sweep_ray import RayOptions, run_sweep_ray
+
+    options = RayOptions(
+        address=address,
+        max_concurrent=max_concurrent,
+        cpus_per_trial=1.0 if cpus is None else cpus,
+        gpus_per_trial=0.0 if gpus is None else gpus,
+    )
+    return functools.partial(run_sweep_ray, options=options)
 
 
 def _sweep_table(rows: list[dict]) -> Table:

@@ -1,9 +1,12 @@
 """Benchmark sweeps and the pretraining comparison, recorded in the catalogue.
 
 A **sweep** trains every scenario of a grid (the Cartesian product of the swept values,
-e.g. architectures × widths × depths × horizons) one after another, each into its own
-checkpoint folder, and appends one catalogue row per scenario right after it finishes
-(so an interrupted sweep keeps the rows of the scenarios it completed). A scenario that
+e.g. architectures × widths × depths × horizons), each into its own checkpoint folder,
+and appends one catalogue row per scenario right after it finishes (so an interrupted
+sweep keeps the rows of the scenarios it completed). :func:`run_sweep` runs the
+scenarios one after another in this process; ``sweep_ray.run_sweep_ray`` runs each as
+a Ray Tune trial. Both train a scenario with :func:`run_scenario` and keep its row with
+:meth:`SweepResult.record`, and both end with :meth:`SweepResult.close`. A scenario that
 fails — an invalid combination, a run that diverges, a shape error — is recorded with
 its error and the sweep goes on. When the last scenario is done, every row of the sweep
 gets its deflated Sharpe ratio (Bailey & López de Prado 2014) with the number of
@@ -45,6 +48,7 @@ from .catalogue import (
     dataset_stats,
     deflate_catalogue,
     hardware,
+    read_catalogue,
     run_metrics,
 )
 
@@ -54,12 +58,15 @@ __all__ = [
     "ComparisonResult",
     "Scenario",
     "SweepResult",
+    "begin_sweep",
     "expand_scenarios",
+    "failed_row",
     "new_run_id",
     "parse_values",
     "run_pretraining_comparison",
     "run_scenario",
     "run_sweep",
+    "scenario_dir",
 ]
 
 #: Named sweep axes → the config keys each value is written to. Any other dotted config
@@ -216,9 +223,36 @@ def run_scenario(
     return row
 
 
+def failed_row(
+    scenario: Scenario,
+    checkpoint_dir: Path,
+    *,
+    run_id: str,
+    error: str,
+    kind: str = "sweep",
+    cfg: Config | None = None,
+) -> dict[str, Any]:
+    """The catalogue row of a run that never produced figures: ``status = failed``, ``error``.
+
+    ``cfg`` (when known) gives the model columns; otherwise the scenario's values do.
+    """
+    row = _row_header(scenario, checkpoint_dir, run_id, kind)
+    row.update(status="failed", error=error, **_axis_columns(cfg, scenario))
+    return row
+
+
+def scenario_dir(folder: Path, index: int, scenario: Scenario) -> Path:
+    """The run folder of a sweep's ``index``-th scenario: ``<folder>/007-<slug>``."""
+    return Path(folder) / f"{index:03d}-{scenario.slug}"
+
+
 @dataclass
 class SweepResult:
-    """The rows a sweep appended, where, and the whole catalogue after it."""
+    """A sweep's id, run folder and catalogue, the rows it appended, and the catalogue after.
+
+    Every engine keeps each finished scenario's row with :meth:`record` (in the process
+    that drives the sweep) and ends with :meth:`close`.
+    """
 
     sweep_id: str
     output: Path
@@ -229,6 +263,41 @@ class SweepResult:
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("status") != "ok"]
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Append ``row`` to the catalogue now (atomically, under its lock) and keep it."""
+        self.catalogue = append_catalogue(self.catalogue_path, [row])
+        self.rows.append(row)
+
+    def close(self) -> SweepResult:
+        """Fill :data:`~.catalogue.DEFLATION_COLUMNS` of the sweep's rows over its trials.
+
+        In the catalogue and in :attr:`rows` (plain Python values: ``None`` where a row is
+        not a trial). Returns ``self``.
+        """
+        self.catalogue = deflate_catalogue(self.catalogue_path, self.sweep_id)
+        figures = self.catalogue.set_index("scenario_id")[list(DEFLATION_COLUMNS)]
+        for row in self.rows:
+            for column in DEFLATION_COLUMNS:
+                value = figures.at[row["scenario_id"], column]
+                row[column] = None if pd.isna(value) else float(value)
+            if row["n_trials"] is not None:
+                row["n_trials"] = int(row["n_trials"])
+        return self
+
+
+def begin_sweep(
+    scenarios: Sequence[Scenario], output: str | Path, catalogue: str | Path
+) -> SweepResult:
+    """A new sweep id and its folder ``output/<sweep id>``; checks the catalogue reads.
+
+    Raises ``ValueError`` for an empty grid or an unreadable catalogue, before any training.
+    """
+    if not scenarios:
+        raise ValueError("the sweep has no scenarios — give at least one value per axis")
+    read_catalogue(catalogue)  # a foreign or damaged file is named now, not after a run
+    sweep_id = new_run_id("sweep")
+    return SweepResult(sweep_id, Path(output) / sweep_id, Path(catalogue))
 
 
 def run_sweep(
@@ -246,28 +315,16 @@ def run_sweep(
     end, the sweep's rows (in the catalogue and in ``SweepResult.rows``) get
     :data:`~.catalogue.DEFLATION_COLUMNS` over the sweep's trials.
     """
-    if not scenarios:
-        raise ValueError("the sweep has no scenarios — give at least one value per axis")
-    sweep_id = new_run_id("sweep")
-    folder = Path(output) / sweep_id
-    result = SweepResult(sweep_id, folder, Path(catalogue))
+    sweep = begin_sweep(scenarios, output, catalogue)
     for i, scenario in enumerate(scenarios):
         if on_start is not None:
             on_start(i, scenario)
-        row = run_scenario(base, scenario, folder / f"{i:03d}-{scenario.slug}", run_id=sweep_id)
-        result.catalogue = append_catalogue(catalogue, [row])
-        result.rows.append(row)
+        folder = scenario_dir(sweep.output, i, scenario)
+        row = run_scenario(base, scenario, folder, run_id=sweep.sweep_id)
+        sweep.record(row)
         if on_done is not None:
             on_done(i, scenario, row)
-    result.catalogue = deflate_catalogue(catalogue, sweep_id)
-    figures = result.catalogue.set_index("scenario_id")[list(DEFLATION_COLUMNS)]
-    for row in result.rows:  # plain Python values: None where the row is not a trial
-        for column in DEFLATION_COLUMNS:
-            value = figures.at[row["scenario_id"], column]
-            row[column] = None if pd.isna(value) else float(value)
-        if row["n_trials"] is not None:
-            row["n_trials"] = int(row["n_trials"])
-    return result
+    return sweep.close()
 
 
 @dataclass
@@ -341,9 +398,15 @@ def run_pretraining_comparison(
             pretrain_loss_after=pretrained.loss_after,
         )
     else:
-        warm = _row_header(scenario, folder / "warm_start", run_id, "warm_start")
-        warm.update(status="failed", error=pretrain_error, config=scratch.get("config"))
-        warm.update(_axis_columns(base, scenario))
+        warm = failed_row(
+            scenario,
+            folder / "warm_start",
+            run_id=run_id,
+            error=pretrain_error,
+            kind="warm_start",
+            cfg=base,
+        )
+        warm["config"] = scratch.get("config")
     deltas = _deltas(scratch, warm)
     for row in (scratch, warm):
         row["comparison"] = run_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,42 @@ def test_pretraining_comparison_prints_the_deltas(db, tmp_path):
     assert delta == pytest.approx(frame["val_ic"].iloc[1] - frame["val_ic"].iloc[0])
     assert "warm-started minus scratch" in text and f"{delta:+,.4f}" in text
     assert f"comparison {frame['comparison'].iloc[0]}" in text
+
+
+@pytest.mark.slow  # starts and stops a whole local Ray: 25-60 s on 2 busy cores
+def test_sweep_with_the_ray_engine_on_a_local_ray(db, tmp_path):
+    ray = pytest.importorskip("ray", reason="the distributed extra (Ray Tune) is not installed")
+    catalogue = tmp_path / "catalogue.parquet"
+    common = (
+        "sweep", "--engine", "ray", "--model-dims", "16,18", "--limit-train-batches", "2",
+        "--max-epochs", "1", "--output", str(tmp_path / "runs"), "--catalogue", str(catalogue),
+    )  # fmt: skip
+    # no Ray is running in this process: the command starts a local one, and stops it
+    code, text = _run(db, *common, "--max-concurrent", "2", "--cpus-per-trial", "1")
+    assert code == 0, text
+    assert "sweeping 2 scenario(s)" in text and "with Ray (local)" in text
+    frame = read_catalogue(catalogue)
+    assert sorted(zip(frame["d_model"], frame["status"], strict=True)) == [
+        (16, "ok"),
+        (18, "failed"),
+    ]
+    assert "18 failed:" in text and "model.n_heads" in text  # said as the trial ends
+    assert "1 of 2 scenario(s) failed" in text and "over 1 trial(s)" in text
+    assert f"catalogue (2 row(s) appended): {catalogue}" in text
+    assert not ray.is_initialized()
+
+
+def test_sweep_ray_engine_without_ray_names_the_extra(db, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
+    monkeypatch.delitem(sys.modules, "market_nn_plus_ultra.orchestration.sweep_ray", False)
+    catalogue = tmp_path / "c.parquet"
+    code, text = _run(db, "sweep", "--engine", "ray", "--catalogue", str(catalogue))
+    assert code == 2, text
+    assert "--engine ray needs Ray Tune" in text
+    assert "pip install 'market-nn-plus-ultra[distributed]'" in text
+    assert not catalogue.exists()
+
+
+def test_sweep_refuses_ray_options_without_the_ray_engine(db, tmp_path):
+    code, text = _run(db, "sweep", "--max-concurrent", "2", "--ray-address", "auto")
+    assert code == 2 and "--ray-address, --max-concurrent: only for --engine ray" in text
