@@ -396,7 +396,12 @@ def test_batched_loader_matches_items(tensors):
 
 def test_from_config_and_config_validation(tensors):
     cfg = load_config(
-        overrides=["windows.window=6", "windows.horizon=2", "windows.stride=2"]
+        overrides=[
+            "windows.window=6",
+            "windows.horizon=2",
+            "windows.stride=2",
+            "windows.normalise=window_zscore",
+        ]
     ).windows
     ds = SlidingWindowDataset.from_config(tensors, cfg)
     assert ds.window == 6 and ds.horizon == 2 and ds[0]["y"].shape == (2,)

@@ -76,6 +76,9 @@ def fixture(
     regime_drift: Annotated[
         float, typer.Option(help=_FIELDS["regime_drift"].description)
     ] = _FIELDS["regime_drift"].default,
+    autocorr: Annotated[float, typer.Option(help=_FIELDS["autocorr"].description)] = _FIELDS[
+        "autocorr"
+    ].default,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
     ] = False,
@@ -99,6 +102,7 @@ def fixture(
             planted_signal=planted_signal,
             start=start,
             regime_drift=regime_drift,
+            autocorr=autocorr,
             overwrite=overwrite,
         )
         bar.update(task, completed=1)

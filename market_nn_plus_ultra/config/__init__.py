@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .._io import atomic_write
 from ._base import ConfigError, _Section
@@ -39,7 +39,10 @@ from .evaluation import (
     GuardrailsConfig,
     SimulationConfig,
 )
-from .model import LossConfig, ModelConfig
+from .model import SEQUENCE_ARCHITECTURES, LossConfig, ModelConfig
+from .ppo import OffPolicyConfig, PPOConfig
+from .reinforcement import ReinforcementConfig
+from .supervision import Supervision, supervision_of, training_model
 from .training import (
     CurriculumConfig,
     CurriculumStage,
@@ -52,6 +55,7 @@ from .training import (
 
 __all__ = [
     "BASELINE_NAMES",
+    "SEQUENCE_ARCHITECTURES",
     "AlternativeDataSpec",
     "BaselineName",
     "Config",
@@ -66,9 +70,13 @@ __all__ = [
     "GuardrailsConfig",
     "LossConfig",
     "ModelConfig",
+    "OffPolicyConfig",
+    "PPOConfig",
     "PretrainingConfig",
     "RegimeConfig",
+    "ReinforcementConfig",
     "SimulationConfig",
+    "Supervision",
     "TrackingConfig",
     "TrainerConfig",
     "TrainingConfig",
@@ -79,6 +87,8 @@ __all__ = [
     "field_help",
     "load_config",
     "save_config",
+    "supervision_of",
+    "training_model",
 ]
 
 
@@ -111,6 +121,9 @@ class Config(_Section):
     guardrails: GuardrailsConfig = Field(
         default_factory=GuardrailsConfig, description="Risk limits on target positions."
     )
+    reinforcement: ReinforcementConfig = Field(
+        default_factory=ReinforcementConfig, description="RL environment, reward shaping and PPO."
+    )
     simulation: SimulationConfig = Field(
         default_factory=SimulationConfig, description="Execution simulator and stress scenarios."
     )
@@ -120,6 +133,11 @@ class Config(_Section):
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Window and horizon growth over epochs."
     )
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Config:
+        supervision_of(self)  # training.supervision: an explicit `all` must be able to run
+        return self
 
 
 # --------------------------------------------------------------------------------------

@@ -250,9 +250,10 @@ class WindowsConfig(_Section):
         "symbol's last W bars (symbols_per_item=one only).",
     )
     normalise: Literal["window_zscore", "train_zscore", "none"] = Field(
-        "window_zscore",
-        description="window_zscore: z-score each window by its own rows; train_zscore: by "
-        "training-split statistics; none: raw values.",
+        "train_zscore",
+        description="train_zscore: z-score by training-split statistics (causal at every "
+        "position); window_zscore: each window by its own rows (last-step supervision "
+        "only); none: raw values.",
     )
     target: Literal["simple_return", "log_return"] = Field(
         "simple_return", description="Target per forward bar: close-to-close simple or log return."

@@ -66,6 +66,17 @@ _ARCHITECTURE_HELP = (
 
 _HEAD_HELP = "regression, action, quantile, dirichlet, quantile_dirichlet"
 
+#: Backbones whose output at every position reads a bounded, start-independent look-back
+#: (``model.receptive_field``): the ones ``training.supervision=all`` trains at every
+#: position and inference runs in one pass.
+SEQUENCE_ARCHITECTURES = (
+    "hybrid_transformer",
+    "moe_transformer",
+    "state_space",
+    "omni_mixture",
+    "multi_scale",
+)
+
 
 def _head_counts(d_model: int) -> list[int]:
     """Head counts that split ``d_model`` into even-sized heads (for error hints)."""
@@ -136,6 +147,19 @@ class ModelConfig(_Section):
     compile: bool = Field(False, description="Compile the model with torch.compile.")
     tft_hidden: int = Field(64, ge=4, description="temporal_fusion: hidden width of the TFT.")
     tft_lstm_layers: int = Field(1, ge=1, description="temporal_fusion: LSTM encoder layers.")
+    tft_variable_width: int | None = Field(
+        None,
+        ge=1,
+        description="temporal_fusion: width of each input variable's embedding and GRN "
+        "(pytorch-forecasting's hidden_continuous_size); null = tft_hidden.",
+    )
+    receptive_field: int | None = Field(
+        None,
+        ge=2,
+        description="Rows each output position reads (t − R + 1 .. t), the same wherever the "
+        "sequence starts; null = the whole sequence. training.supervision=all sets it to "
+        "windows.window.",
+    )
     return_scale: float = Field(
         0.01, gt=0, description="Typical size of a bar's return; heads predict in these units."
     )
@@ -162,6 +186,12 @@ class ModelConfig(_Section):
             raise ValueError(
                 f"model.d_model / model.n_heads = {self.d_model // self.n_heads} must be even "
                 "(rotary embeddings rotate pairs of channels) — change model.d_model or model.n_heads"
+            )
+        if self.receptive_field is not None and self.patch_size != 1:
+            raise ValueError(
+                f"model.receptive_field needs model.patch_size=1 (got {self.patch_size}): "
+                "patches move with the sequence's start — set model.patch_size=1 or "
+                "training.supervision=last"
             )
         if self.top_k > self.num_experts:
             raise ValueError(

@@ -87,7 +87,31 @@ def _default(name: str, value: object) -> Any:
 class TrainingConfig(TrainerConfig):
     """Supervised training: optimiser, schedule, hardware and checkpoints (docs/training.md)."""
 
-    batch_size: int = Field(256, ge=1, description="Windows per optimiser micro-batch.")
+    supervision: Literal["all", "last"] | None = Field(
+        None,
+        description="all: every position of a training sequence with at least min_context "
+        "rows behind it is a target (causal backbones, nanoGPT-style); last: only each "
+        "window's last step. null: all for every backbone but temporal_fusion, with a "
+        "causal windows.normalise (train_zscore or none) and no curriculum, else last.",
+    )
+    min_context: int | None = Field(
+        None,
+        ge=1,
+        description="supervision=all: positions with fewer rows behind them in the sequence "
+        "are not scored; null = windows.window (training sees exactly the context inference "
+        "has).",
+    )
+    sequence_length: int | None = Field(
+        None,
+        ge=2,
+        description="supervision=all: rows per training sequence; null = 2 × windows.window.",
+    )
+    batch_size: int = Field(
+        256,
+        ge=1,
+        description="Targets per optimiser micro-batch: windows, or with supervision=all "
+        "scored positions (batch_size / (sequence_length − min_context + 1) sequences).",
+    )
     eval_batch_size: int | None = Field(
         None, ge=1, description="Windows per validation/test batch; null = training.batch_size."
     )

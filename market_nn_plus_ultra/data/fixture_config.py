@@ -57,6 +57,15 @@ class FixtureConfig(BaseModel):
         description="Annualised trend of bull/bear regimes; 0 keeps returns unpredictable.",
     )
 
+    autocorr: float = Field(
+        0.0,
+        ge=-0.9,
+        le=0.9,
+        description="Lag-1 autocorrelation of the bars' return shocks: a known linear edge "
+        "(a model reading the last return can reach an IC of about this much); 0 keeps "
+        "returns unpredictable.",
+    )
+
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:

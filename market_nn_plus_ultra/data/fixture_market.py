@@ -124,9 +124,18 @@ def _gap_share(inst: Instrument, cal: Calendar, var_w: np.ndarray) -> np.ndarray
 
 
 def simulate_symbol(
-    inst: Instrument, cal: Calendar, shocks: ClassShocks, seed: int, regime_drift: float = 0.0
+    inst: Instrument,
+    cal: Calendar,
+    shocks: ClassShocks,
+    seed: int,
+    regime_drift: float = 0.0,
+    autocorr: float = 0.0,
 ) -> SymbolPath:
-    """OHLCV of one symbol: consistent bars (low ≤ open, close ≤ high), prices > 0."""
+    """OHLCV of one symbol: consistent bars (low ≤ open, close ≤ high), prices > 0.
+
+    ``autocorr`` makes the unit-variance return shocks an AR(1) with that lag-1
+    autocorrelation (a linear edge a model can learn); 0 leaves them independent.
+    """
     from scipy.signal import lfilter  # scipy.signal is slow to import: load it on use
 
     rng = symbol_rng(seed, "path", inst.symbol)
@@ -136,6 +145,8 @@ def simulate_symbol(
     rho = np.clip(inst.factor_loading * _REGIME_CORR[regime], 0.0, 0.97)
     idio = _std_t(rng, _TAIL_DOF[inst.asset_class], rows + 1)
     u = rho * shocks.factor + np.sqrt(1 - rho**2) * idio  # (rows + 1,) unit variance
+    if autocorr:  # AR(1) shocks of unit variance: corr(u_t, u_{t-1}) = autocorr
+        u = lfilter([np.sqrt(1 - autocorr**2)], [1.0, -autocorr], u)
 
     # EGARCH: h_t = β h_{t-1} + α(|u_{t-1}| - E|u|) + γ u_{t-1}; per-bar parameters keep
     # the daily persistence and the stationary variance of h.

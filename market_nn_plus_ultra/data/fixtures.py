@@ -120,7 +120,9 @@ def _generate(cfg: FixtureConfig) -> dict[str, pd.DataFrame]:
     }
     for symbol, inst in insts.items():
         cal = cals[inst.asset_class]
-        path = simulate_symbol(inst, cal, shocks[inst.asset_class], cfg.seed, cfg.regime_drift)
+        path = simulate_symbol(
+            inst, cal, shocks[inst.asset_class], cfg.seed, cfg.regime_drift, cfg.autocorr
+        )
         parts["series"].append(_series_frame(symbol, cal, path))
         parts["corporate_actions"].append(corporate_actions(inst, cal, path.close, cfg.seed))
         for name in alt:
@@ -169,6 +171,7 @@ def generate_fixture(
     start: str = "2019-01-01",
     *,
     regime_drift: float = 0.0,
+    autocorr: float = 0.0,
 ) -> dict[str, pd.DataFrame]:
     """Generate the tables of a synthetic database, ready for ``write_database``.
 
@@ -214,6 +217,10 @@ def _metadata(cfg: FixtureConfig) -> dict[str, str]:
         "fixture": json.dumps(params, sort_keys=True),
         "regime_truth": json.dumps(_regime_spells(cfg)),
     }
+    if cfg.autocorr:
+        meta["planted_autocorr"] = json.dumps(
+            {"target": "next_return", "lag": 1, "autocorr": cfg.autocorr}, sort_keys=True
+        )
     if cfg.planted_signal is not None:
         meta["planted_signal"] = json.dumps(
             {
@@ -237,6 +244,7 @@ def fixture_metadata(
     start: str = "2019-01-01",
     *,
     regime_drift: float = 0.0,
+    autocorr: float = 0.0,
 ) -> dict[str, str]:
     """The ``metadata`` rows (JSON text) of the fixture these arguments generate.
 
@@ -259,6 +267,7 @@ def write_fixture(
     start: str = "2019-01-01",
     *,
     regime_drift: float = 0.0,
+    autocorr: float = 0.0,
     overwrite: bool = False,
 ) -> Path:
     """Generate, validate and atomically write a synthetic database; returns its path.

@@ -1,7 +1,9 @@
-"""Output heads: the backbone's last hidden step → positions, forecasts, distributions.
+"""Output heads: the backbone's hidden steps → positions, forecasts, distributions.
 
-Every head reads ``h[:, -1]`` of the backbone's ``(B, T, D)`` output (the bar whose
-close the decision is taken at) and returns a :class:`HeadOutput`. ``position`` is the
+A head reads the backbone's ``(B, T, D)`` output: by default its last step ``h[:, -1]``
+(the bar whose close the decision is taken at), with ``positions="all"`` every step
+(every-position supervision and one-pass inference: outputs gain a ``T`` axis after
+``B``), and returns a :class:`HeadOutput`. ``position`` is the
 target exposure in [-1, 1] held from this bar's close to the next; ``forecast[:, k]``
 the expected simple return of bar t+k+1 (k = 0 .. H−1), the same per-bar returns the
 targets hold. Internally heads predict in units of ``model.return_scale`` (a typical
@@ -54,7 +56,8 @@ class HeadOutput:
     ``position (B,)`` in [-1, 1]; ``forecast (B, H)`` expected simple returns of bars
     t+1..t+H; optional ``probs (B, 3)`` down/flat/up probabilities (sum to 1),
     ``quantiles (B, H, Q)`` non-decreasing along Q, ``concentration (B, 3)`` Dirichlet
-    parameters (> 0) and ``logits (B, 3)``.
+    parameters (> 0) and ``logits (B, 3)``. With ``positions="all"`` every field has
+    ``(B, T)`` in place of ``(B,)``; :meth:`flatten` merges them into one axis.
     """
 
     position: Tensor
@@ -63,6 +66,21 @@ class HeadOutput:
     quantiles: Tensor | None = None
     concentration: Tensor | None = None
     logits: Tensor | None = None
+
+    def flatten(self) -> HeadOutput:
+        """Per-position outputs ``(B, T, ...)`` as ``(B·T, ...)`` (views, no copy)."""
+        return HeadOutput(
+            **{
+                name: None if value is None else value.flatten(0, 1)
+                for name, value in vars(self).items()
+            }
+        )
+
+    def select(self, index: Tensor | slice) -> HeadOutput:
+        """The rows ``index`` of the leading axis of every field."""
+        return HeadOutput(
+            **{name: None if v is None else v[index] for name, v in vars(self).items()}
+        )
 
 
 def non_crossing_quantiles(raw: Tensor, levels: list[float]) -> Tensor:
@@ -90,13 +108,17 @@ class _Head(nn.Module):
         self.loss_cfg = cfg.loss
         self.norm = nn.LayerNorm(d_model)
 
-    def last_step(self, h: Tensor) -> Tensor:
-        """``(B, T, D)`` → normalised last step ``(B, D)``."""
+    def last_step(self, h: Tensor, positions: str = "last") -> Tensor:
+        """``(B, T, D)`` → normalised last step ``(B, D)``, or every step (``"all"``)."""
         if h.ndim != 3 or h.shape[-1] != self.d_model:
             raise ValueError(
                 f"{type(self).__name__}: expected the backbone output (B, T, {self.d_model}), "
                 f"got {tuple(h.shape)}"
             )
+        if positions == "all":
+            return self.norm(h)  # (B, T, D)
+        if positions != "last":
+            raise ValueError(f"positions={positions!r}: use 'last' or 'all'")
         return self.norm(h[:, -1])  # (B, D)
 
     def check_targets(self, output: HeadOutput, targets: Tensor) -> Tensor:
@@ -119,7 +141,7 @@ class _Head(nn.Module):
 
     def labels(self, targets: Tensor) -> Tensor:
         """Down/flat/up class (0/1/2) of the first-horizon return, ``(B,)``."""
-        return direction_labels(targets[:, 0], self.flat_band)
+        return direction_labels(targets[..., 0], self.flat_band)
 
 
 def _mlp(d_in: int, d_out: int) -> nn.Sequential:
@@ -141,8 +163,8 @@ class _PositionFromForecast(nn.Module):
 
     def forward(self, z: Tensor, scaled_forecast: Tensor) -> Tensor:
         if self.proj is None:
-            return torch.tanh(scaled_forecast[:, 0])  # (B,)
-        return torch.tanh(self.proj(z).squeeze(-1))  # (B,)
+            return torch.tanh(scaled_forecast[..., 0])  # (B,) or (B, T)
+        return torch.tanh(self.proj(z).squeeze(-1))  # (B,) or (B, T)
 
 
 @register_head("regression")
@@ -154,8 +176,8 @@ class RegressionHead(_Head):
         self.out = _mlp(d_model, self.horizon)
         self.position = _PositionFromForecast(d_model, cfg.position_mode)
 
-    def forward(self, h: Tensor) -> HeadOutput:
-        z = self.last_step(h)
+    def forward(self, h: Tensor, positions: str = "last") -> HeadOutput:
+        z = self.last_step(h, positions)
         scaled = self.out(z)  # (B, H) in return_scale units
         return HeadOutput(position=self.position(z, scaled), forecast=scaled * self.return_scale)
 
@@ -175,12 +197,12 @@ class ActionHead(_Head):
         self.classify = nn.Linear(d_model, 3)
         self.regress = _mlp(d_model, self.horizon)
 
-    def forward(self, h: Tensor) -> HeadOutput:
-        z = self.last_step(h)
+    def forward(self, h: Tensor, positions: str = "last") -> HeadOutput:
+        z = self.last_step(h, positions)
         logits = self.classify(z)  # (B, 3): down, flat, up
         probs = logits.softmax(dim=-1)
         return HeadOutput(
-            position=probs[:, 2] - probs[:, 0],
+            position=probs[..., 2] - probs[..., 0],
             forecast=self.regress(z) * self.return_scale,
             probs=probs,
             logits=logits,
@@ -204,7 +226,7 @@ class _QuantileBlock(nn.Module):
         self.out = _mlp(d_model, horizon * len(levels))
 
     def forward(self, z: Tensor) -> Tensor:
-        raw = self.out(z).view(z.shape[0], self.horizon, len(self.levels))  # (B, H, Q)
+        raw = self.out(z).unflatten(-1, (self.horizon, len(self.levels)))  # (..., H, Q)
         return non_crossing_quantiles(raw, self.levels)
 
 
@@ -221,8 +243,8 @@ class QuantileHead(_Head):
         self.quantile = _QuantileBlock(d_model, self.horizon, cfg.quantiles)
         self.position = _PositionFromForecast(d_model, cfg.position_mode)
 
-    def forward(self, h: Tensor) -> HeadOutput:
-        z = self.last_step(h)
+    def forward(self, h: Tensor, positions: str = "last") -> HeadOutput:
+        z = self.last_step(h, positions)
         q = self.quantile(z)  # (B, H, Q)
         center = q[..., self.quantile.anchor]  # (B, H)
         return HeadOutput(
@@ -283,7 +305,7 @@ def advance_annealing(model: nn.Module) -> None:
 def _dirichlet_fields(alpha: Tensor) -> dict[str, Tensor]:
     probs = alpha / alpha.sum(-1, keepdim=True)  # expected class probabilities (B, 3)
     return {
-        "position": probs[:, 2] - probs[:, 0],
+        "position": probs[..., 2] - probs[..., 0],
         "probs": probs,
         "concentration": alpha,
         "logits": alpha.log(),
@@ -303,8 +325,8 @@ class DirichletHead(_Head):
         self.dirichlet = _DirichletBlock(d_model, cfg.loss.evidential_anneal_steps)
         self.regress = _mlp(d_model, self.horizon)
 
-    def forward(self, h: Tensor) -> HeadOutput:
-        z = self.last_step(h)
+    def forward(self, h: Tensor, positions: str = "last") -> HeadOutput:
+        z = self.last_step(h, positions)
         return HeadOutput(
             forecast=self.regress(z) * self.return_scale, **_dirichlet_fields(self.dirichlet(z))
         )
@@ -329,8 +351,8 @@ class QuantileDirichletHead(_Head):
         self.quantile = _QuantileBlock(d_model, self.horizon, cfg.quantiles)
         self.dirichlet = _DirichletBlock(d_model, cfg.loss.evidential_anneal_steps)
 
-    def forward(self, h: Tensor) -> HeadOutput:
-        z = self.last_step(h)
+    def forward(self, h: Tensor, positions: str = "last") -> HeadOutput:
+        z = self.last_step(h, positions)
         q = self.quantile(z)  # (B, H, Q)
         return HeadOutput(
             forecast=q[..., self.quantile.anchor] * self.return_scale,

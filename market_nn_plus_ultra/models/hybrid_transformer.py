@@ -19,30 +19,46 @@ from market_nn_plus_ultra.models.layers import (
     DilatedCausalConv,
     GatedSSMMixer,
     InputEmbedding,
+    RMSNorm,
     SwiGLU,
     make_norm,
     run_blocks,
 )
+from market_nn_plus_ultra.models.lookback import split_lookback
 from market_nn_plus_ultra.models.registry import register_backbone
 
 __all__ = ["HybridBlock", "HybridTransformer", "build_hybrid_transformer"]
 
+# mixers whose forward takes ``scale``: a per-channel factor on their input
+_SCALES_INPUT = (CausalSelfAttention, DilatedCausalConv, GatedSSMMixer, SwiGLU)
+
 
 class HybridBlock(nn.Module):
-    """``x += attn(n(x)); x += conv(n(x)); x += ssm(n(x)); x += ffn(n(x))`` (pre-norm)."""
+    """``x += attn(n(x)); x += conv(n(x)); x += ssm(n(x)); x += ffn(n(x))`` (pre-norm).
 
-    def __init__(self, cfg: ModelConfig, dilation: int, ffn: nn.Module) -> None:
+    With RMSNorm each ``n(x) = (x / rms(x)) ⊙ w`` hands its mixer ``x / rms(x)`` and ``w``,
+    which the mixer multiplies into its first per-channel weights — the same function,
+    one ``(B, T, D)`` multiply (and its backward) fewer per branch.
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, dilation: int, ffn: nn.Module, span: int | None = None
+    ) -> None:
         super().__init__()
         d = cfg.d_model
         self.norms = nn.ModuleList(make_norm(cfg.norm, d) for _ in range(4))
-        self.attn = CausalSelfAttention(d, cfg.n_heads, cfg.dropout, cfg.max_seq_len)
+        self.attn = CausalSelfAttention(d, cfg.n_heads, cfg.dropout, cfg.max_seq_len, span)
         self.conv = DilatedCausalConv(d, cfg.conv_kernel, dilation, cfg.dropout)
-        self.ssm = GatedSSMMixer(d, cfg.ssm_state_dim, cfg.dropout)
+        self.ssm = GatedSSMMixer(d, cfg.ssm_state_dim, cfg.dropout, span)
         self.ffn = ffn
 
     def forward(self, x: Tensor) -> Tensor:
         for norm, mixer in zip(self.norms, (self.attn, self.conv, self.ssm, self.ffn), strict=True):
-            x = x + mixer(norm(x))  # (B, T, D)
+            if isinstance(norm, RMSNorm) and isinstance(mixer, _SCALES_INPUT):
+                # the norm's weight folds into the mixer's first weights (same function)
+                x = x + mixer(norm.normalize(x), scale=norm.weight)  # (B, T, D)
+            else:
+                x = x + mixer(norm(x))  # (B, T, D)
         return x
 
 
@@ -73,10 +89,13 @@ class HybridTransformer(nn.Module):
             cfg.num_regimes if cfg.market_state_embedding else None,
             cfg.dropout,
         )
-        self.blocks = nn.ModuleList(
-            HybridBlock(cfg, cfg.dilations[i % len(cfg.dilations)], ffn_factory())
-            for i in range(cfg.depth)
-        )
+        dilations = [cfg.dilations[i % len(cfg.dilations)] for i in range(cfg.depth)]
+        span = None
+        if cfg.receptive_field is not None:  # attention and SSM share what the convs leave
+            convs = sum((cfg.conv_kernel - 1) * d for d in dilations)
+            where = f"{cfg.depth} hybrid blocks"
+            span = split_lookback(cfg.receptive_field, convs, 2 * cfg.depth, where)
+        self.blocks = nn.ModuleList(HybridBlock(cfg, d, ffn_factory(), span) for d in dilations)
         self.norm = make_norm(cfg.norm, cfg.d_model)
         self.checkpointing = cfg.activation_checkpointing
 

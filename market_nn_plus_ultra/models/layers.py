@@ -1,29 +1,51 @@
 """Shared building blocks of the backbones, tensors in and tensors out.
 
 Every block maps ``(B, T, D) -> (B, T, D)`` and is causal over ``T``: the output at step
-``t`` depends only on inputs at steps ``<= t``. Read top to bottom: norms and rotary
-positions, attention, the convolution and state-space mixers, the feed-forwards (dense
-and, re-exported from :mod:`~market_nn_plus_ultra.models.moe`, mixture-of-experts),
-the TFT gates, then the input embeddings.
+``t`` depends only on inputs at steps ``<= t``. Read top to bottom: norms, the
+convolution mixer, the feed-forwards (dense and, re-exported from
+:mod:`~market_nn_plus_ultra.models.moe`, mixture-of-experts), then the TFT gates.
+Rotary attention lives in :mod:`~market_nn_plus_ultra.models.attention`, the state-space
+mixer in :mod:`~market_nn_plus_ultra.models.ssm` and the input embeddings (with
+:class:`Dropout`) in :mod:`~market_nn_plus_ultra.models.embedding`; all are re-exported
+here.
+
+In eager float CPU training the norm, attention with dropout, convolution and dropout
+take hand-written paths (closed-form backward passes, fewer copies, a faster dropout
+mask) that compute the same functions as the plain PyTorch forms; CUDA, autocast and
+``torch.compile`` take the plain forms. The SSM's closed-form kernel gradient and FFT
+convolution run everywhere.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from market_nn_plus_ultra.models.attention import (
+    CausalSelfAttention,
+    RotaryEmbedding,
+    apply_rotary,
+)
+from market_nn_plus_ultra.models.embedding import (
+    Dropout,
+    InputEmbedding,
+    MarketStateEmbedding,
+    PatchEmbedding,
+    eager_cpu,
+)
+
 # the MoE block lives in moe.py; re-exported here so `from ...layers import MoEFeedForward`
 # keeps working, and the SwiGLU width rule is shared with its experts
 from market_nn_plus_ultra.models.moe import MoEFeedForward, ffn_hidden
+from market_nn_plus_ultra.models.ssm import DiagonalSSM, GatedSSMMixer
 
 __all__ = [
     "CausalSelfAttention",
     "DiagonalSSM",
     "DilatedCausalConv",
+    "Dropout",
     "GatedLinearUnit",
     "GatedResidualNetwork",
     "GatedSSMMixer",
@@ -31,6 +53,7 @@ __all__ = [
     "MarketStateEmbedding",
     "MoEFeedForward",
     "PatchEmbedding",
+    "RMSNorm",
     "RotaryEmbedding",
     "SwiGLU",
     "apply_rotary",
@@ -50,86 +73,128 @@ def run_blocks(blocks: nn.ModuleList, h: Tensor, checkpointing: bool) -> Tensor:
     return h
 
 
+def _rstd(x: Tensor, eps: float) -> Tensor:
+    """``1 / sqrt(mean(x²) + eps)`` over the last axis, ``(..., 1)``, from one reduction."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return norm.square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+
+
+def _normalize_backward(grad: Tensor, x_hat: Tensor, rstd: Tensor) -> Tensor:
+    """``d(x · rstd)/dx`` applied to ``grad``: ``rstd · (g − x̂ · mean(g · x̂))``."""
+    mean = (grad * x_hat).mean(-1, keepdim=True)  # (..., 1)
+    return torch.addcmul(grad, x_hat, mean, value=-1.0).mul_(rstd)
+
+
+class _RMSNormalize(torch.autograd.Function):
+    """``x̂ = x · rstd`` (RMSNorm without its weight) with the closed-form backward;
+    CPU autograd otherwise differentiates the norm op by op."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float) -> Tensor:
+        rstd = _rstd(x, eps)
+        x_hat = x * rstd  # (..., D)
+        ctx.save_for_backward(x_hat, rstd)
+        return x_hat
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        x_hat, rstd = ctx.saved_tensors
+        return _normalize_backward(grad, x_hat, rstd), None
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """``y = x̂ · w`` with ``x̂ = x · rstd`` and its backward in closed form:
+    ``dx = rstd · (g·w − x̂ · mean(g·w·x̂))``, ``dw = Σ g·x̂``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        rstd = _rstd(x, eps)
+        x_hat = x * rstd  # (..., D)
+        ctx.save_for_backward(x_hat, weight, rstd)
+        return x_hat * weight
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x_hat, weight, rstd = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _normalize_backward(grad * weight, x_hat, rstd)
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad * x_hat).reshape(-1, x_hat.shape[-1]).sum(0)  # (D,)
+        return grad_x, grad_w, None
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` (same parameters, same function) with a closed-form backward on CPU.
+
+    :meth:`normalize` is the norm without its weight, for a consumer whose first op
+    scales channels anyway (a linear layer or a depthwise conv): it multiplies the weight
+    into its own, ``W · (x̂ ⊙ w) = (W · diag(w)) · x̂``, so the ``(B, T, D)`` multiply and
+    its share of the backward disappear (:class:`~market_nn_plus_ultra.models.hybrid_transformer.HybridBlock`).
+    """
+
+    def _eps(self, x: Tensor) -> float:
+        return torch.finfo(x.dtype).eps if self.eps is None else self.eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight is None or not torch.is_grad_enabled() or not eager_cpu(x):
+            return super().forward(x)
+        return _RMSNormFunction.apply(x, self.weight, self._eps(x))
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``x / rms(x)`` over the last axis, without the weight, ``(..., D)``."""
+        if torch.is_grad_enabled() and eager_cpu(x):
+            return _RMSNormalize.apply(x, self._eps(x))
+        return F.rms_norm(x, self.normalized_shape, None, self.eps)
+
+
 def make_norm(kind: str, dim: int) -> nn.Module:
     """``"rms"`` → RMSNorm (no mean subtraction, cheaper), ``"layer"`` → LayerNorm."""
     if kind == "rms":
-        return nn.RMSNorm(dim, eps=1e-6)
+        return RMSNorm(dim, eps=1e-6)
     if kind == "layer":
         return nn.LayerNorm(dim)
     raise ValueError(f"model.norm: unknown normalisation {kind!r} — use 'rms' or 'layer'")
 
 
-class RotaryEmbedding(nn.Module):
-    """Rotary position angles (Su et al. 2021, RoFormer) for heads of size ``head_dim``.
+class _DepthwiseCausalConv(torch.autograd.Function):
+    """``h[b, t, c] = bias[c] + Σ_j w[c, j] · x[b, t − (k − 1 − j)·dil, c]`` for ``x (B, T, D)``,
+    zeros before the first step: ``F.conv1d``'s depthwise sums on ``(B, T, D)`` directly,
+    as ``k`` shifted multiply-adds, with the matching shifted sums as the backward."""
 
-    The cos/sin cache covers ``max_seq_len`` steps and grows (at least doubling) the first
-    time a longer sequence arrives, so windows longer than the config's still work. The
-    buffers are registered once, in ``__init__``; growing swaps their storage in place
-    (no ``register_buffer`` on the hot path), and they are not persistent, so the state dict
-    holds no rotary entry.
-    """
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int) -> Tensor:
+        T, k = x.shape[1], weight.shape[1]
+        padded = F.pad(x, (0, 0, (k - 1) * dilation, 0))  # (B, pad + T, D)
+        h = (
+            padded[:, :T] * weight[:, 0]
+            if bias is None
+            else torch.addcmul(bias, padded[:, :T], weight[:, 0])
+        )  # (B, T, D)
+        for j in range(1, k):
+            h.addcmul_(padded[:, j * dilation : j * dilation + T], weight[:, j])
+        ctx.save_for_backward(padded, weight)
+        ctx.dilation, ctx.has_bias = dilation, bias is not None
+        return h
 
-    def __init__(self, head_dim: int, max_seq_len: int = 512, base: float = 10_000.0) -> None:
-        super().__init__()
-        if head_dim % 2:
-            raise ValueError(f"rotary embeddings need an even head size, got {head_dim}")
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        cos, sin = self._angles(max_seq_len)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-
-    def _angles(self, length: int) -> tuple[Tensor, Tensor]:
-        steps = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)
-        angles = torch.outer(steps, self.inv_freq)  # (L, hd/2)
-        return angles.cos(), angles.sin()
-
-    def forward(self, seq_len: int) -> tuple[Tensor, Tensor]:
-        """cos and sin angles for positions ``0 .. seq_len-1``, each ``(T, head_dim/2)``."""
-        if seq_len > self.cos.shape[0]:
-            # swap the storage of the existing buffers in place: assigning to a buffer's
-            # name would call register_buffer again (a graph break under torch.compile)
-            cos, sin = self._angles(max(seq_len, 2 * self.cos.shape[0]))
-            with torch.no_grad():
-                self.cos.set_(cos)
-                self.sin.set_(sin)
-        return self.cos[:seq_len], self.sin[:seq_len]
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate channel pairs ``(i, i + hd/2)`` of ``x (B, H, T, hd)`` by the step's angle."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, hd/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, hd)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with rotary q/k through fused SDPA kernels."""
-
-    def __init__(
-        self, d_model: int, n_heads: int, dropout: float = 0.0, max_seq_len: int = 512
-    ) -> None:
-        super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.n_heads, self.dropout = n_heads, dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.proj = nn.Linear(d_model, d_model, bias=False)
-        self.rotary = RotaryEmbedding(d_model // n_heads, max_seq_len)
-        self.resid_drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, T, D = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)  # (B, T, 3, H, hd)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, hd)
-        cos, sin = self.rotary(T)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )  # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
-        return self.resid_drop(self.proj(y))
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        padded, weight = ctx.saved_tensors
+        dil, (B, T, D), k = ctx.dilation, grad.shape, weight.shape[1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad * weight[:, k - 1]  # the lag-0 tap
+            for j in range(k - 1):
+                lag = (k - 1 - j) * dil
+                if lag < T:
+                    grad_x[:, : T - lag].addcmul_(grad[:, lag:], weight[:, j])
+        if ctx.needs_input_grad[1]:
+            p = padded.stride()
+            taps = padded.as_strided((B, T, D, k), (p[0], p[1], p[2], dil * p[1]))  # (B,T,D,k)
+            grad_w = (grad.unsqueeze(-1) * taps).sum((0, 1))  # (D, k)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 1))  # (D,)
+        return grad_x, grad_w, grad_b, None
 
 
 class DilatedCausalConv(nn.Module):
@@ -137,105 +202,23 @@ class DilatedCausalConv(nn.Module):
 
     def __init__(self, d_model: int, kernel: int = 3, dilation: int = 1, dropout: float = 0.0):
         super().__init__()
-        self.pad = (kernel - 1) * dilation
+        self.pad, self.dilation = (kernel - 1) * dilation, dilation
         self.depthwise = nn.Conv1d(d_model, d_model, kernel, dilation=dilation, groups=d_model)
         self.pointwise = nn.Linear(d_model, d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.pad(x.transpose(1, 2), (self.pad, 0))  # (B, D, pad + T)
-        h = self.depthwise(h).transpose(1, 2)  # (B, T, D)
+    def forward(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+        """``x (B, T, D) -> (B, T, D)``; ``scale (D,)`` multiplies the input channels
+        (a preceding norm's weight, folded into the depthwise taps)."""
+        w, b = self.depthwise.weight, self.depthwise.bias  # (D, 1, kernel), (D,)
+        w = w if scale is None else w * scale[:, None, None]
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # CPU's depthwise conv backward is slow; the shifted sums' backward is not
+            h = _DepthwiseCausalConv.apply(x, w[:, 0], b, self.dilation)  # (B, T, D)
+        else:
+            h = F.pad(x.transpose(1, 2), (self.pad, 0))  # (B, D, pad + T)
+            h = F.conv1d(h, w, b, dilation=self.dilation, groups=w.shape[0]).transpose(1, 2)
         return self.drop(self.pointwise(F.gelu(h)))
-
-
-class DiagonalSSM(nn.Module):
-    """S4D diagonal state-space layer (Gu et al. 2022, "On the Parameterization and
-    Initialization of Diagonal State Space Models"), one SSM per channel.
-
-    Per channel ``h``: ``s_t = Ā s_{t-1} + B̄ u_t``, ``y_t = 2·Re(C s_t) + D u_t`` with a
-    complex diagonal ``A`` (``N = state_dim`` states), zero-order-hold discretisation
-    ``Ā = exp(Δ A)``, ``B̄ = (Ā - 1) / A`` (``B = 1``; ``C`` carries the scale). The
-    length-``T`` kernel ``K_l = 2·Re(C B̄ Ā^l)`` is applied by a zero-padded FFT
-    convolution: O(T log T), causal because ``K`` has no negative lags. Runs in float32
-    under autocast (half-precision FFTs need power-of-two lengths and lose precision).
-    """
-
-    def __init__(
-        self, d_model: int, state_dim: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1
-    ) -> None:
-        super().__init__()
-        u = torch.rand(d_model)
-        log_dt = math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min))
-        self.log_dt = nn.Parameter(log_dt)  # (H,)
-        # S4D-Lin initialisation: A_n = -1/2 + i·π·n
-        self.log_a_real = nn.Parameter(torch.full((d_model, state_dim), math.log(0.5)))
-        self.a_imag = nn.Parameter(math.pi * torch.arange(state_dim).repeat(d_model, 1).float())
-        self.c = nn.Parameter(torch.randn(d_model, state_dim, 2) * math.sqrt(0.5))  # re, im
-        self.d = nn.Parameter(torch.ones(d_model))
-
-    def kernel(self, length: int) -> Tensor:
-        """The convolution kernel ``K`` of shape ``(H, length)`` (real arithmetic only)."""
-        dt = self.log_dt.exp()[:, None]  # (H, 1)
-        a_re, a_im = -self.log_a_real.exp(), self.a_imag  # (H, N)
-        mag, ang = (dt * a_re).exp(), dt * a_im  # Ā = mag·e^{i·ang}
-        p, q = mag * ang.cos() - 1.0, mag * ang.sin()  # Ā - 1
-        den = a_re**2 + a_im**2
-        b_re, b_im = (p * a_re + q * a_im) / den, (q * a_re - p * a_im) / den  # B̄ = (Ā-1)/A
-        c_re, c_im = self.c[..., 0], self.c[..., 1]
-        w_re, w_im = c_re * b_re - c_im * b_im, c_re * b_im + c_im * b_re  # C·B̄
-        steps = torch.arange(length, device=dt.device, dtype=dt.dtype)
-        decay = ((dt * a_re)[..., None] * steps).exp()  # (H, N, L) = |Ā|^l
-        phase = ang[..., None] * steps  # (H, N, L)
-        k = decay * (w_re[..., None] * phase.cos() - w_im[..., None] * phase.sin())
-        return 2.0 * k.sum(dim=1)  # (H, L)
-
-    def _kernel_spectrum(self, length: int, n: int) -> Tensor:
-        """``rfft(K, n)`` of shape ``(H, n // 2 + 1)``, complex64.
-
-        Without autograd (eval, ``no_grad``/``inference_mode``) the spectrum is cached and
-        reused while the parameters are unchanged: the key holds each parameter's storage
-        and in-place version counter (``Tensor._version``, bumped by every optimiser step
-        or ``load_state_dict``), so an update always rebuilds it. With autograd the kernel
-        is rebuilt every call, since its graph is needed for the backward pass.
-        """
-        params = (self.log_dt, self.log_a_real, self.a_imag, self.c)
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return torch.fft.rfft(self.kernel(length), n=n)
-        key = (
-            length,
-            torch.is_inference_mode_enabled(),
-            *((p.data_ptr(), p._version, p.device) for p in params),
-        )
-        cached = self.__dict__.get("_spectrum_cache")
-        if cached is None or cached[0] != key:
-            cached = (key, torch.fft.rfft(self.kernel(length), n=n))
-            self.__dict__["_spectrum_cache"] = cached  # a plain attribute: not in state_dict
-        return cached[1]
-
-    def forward(self, u: Tensor) -> Tensor:
-        T = u.shape[1]
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            x = u.float().transpose(1, 2)  # (B, H, T)
-            n = 2 * T  # zero padding to 2T turns the circular FFT product into a linear one
-            spectrum = self._kernel_spectrum(T, n)  # (H, n/2 + 1)
-            y = torch.fft.irfft(torch.fft.rfft(x, n=n) * spectrum, n=n)[..., :T]  # (B, H, T)
-            y = y + self.d[:, None] * x
-        return y.transpose(1, 2).to(u.dtype)  # (B, T, H)
-
-
-class GatedSSMMixer(nn.Module):
-    """``out(SSM(W_u x) ⊙ SiLU(W_g x))``: a diagonal SSM with a multiplicative gate."""
-
-    def __init__(self, d_model: int, state_dim: int = 16, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.in_proj = nn.Linear(d_model, 2 * d_model, bias=False)
-        self.ssm = DiagonalSSM(d_model, state_dim)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        u, gate = self.in_proj(x).chunk(2, dim=-1)  # 2 x (B, T, D)
-        return self.drop(self.out_proj(self.ssm(u) * F.silu(gate)))
 
 
 class SwiGLU(nn.Module):
@@ -246,10 +229,12 @@ class SwiGLU(nn.Module):
         hidden = ffn_hidden(d_model, ff_mult)
         self.w12 = nn.Linear(d_model, 2 * hidden, bias=False)
         self.w3 = nn.Linear(hidden, d_model, bias=False)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        a, b = self.w12(x).chunk(2, dim=-1)  # 2 x (B, T, hidden)
+    def forward(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+        """``x (B, T, D) -> (B, T, D)``; ``scale (D,)`` multiplies the input channels."""
+        w12 = self.w12.weight if scale is None else self.w12.weight * scale  # (2·hidden, D)
+        a, b = F.linear(x, w12).chunk(2, dim=-1)  # 2 x (B, T, hidden)
         return self.drop(self.w3(F.silu(a) * b))
 
 
@@ -298,108 +283,3 @@ class GatedResidualNetwork(nn.Module):
             c = self.context(context)
             eta = eta + (c.unsqueeze(-2) if c.dim() < eta.dim() else c)  # (B, T, d_hidden)
         return self.norm(self.skip(a) + self.glu(self.fc1(F.elu(eta))))
-
-
-class MarketStateEmbedding(nn.Module):
-    """Embeds ``{"regime": LongTensor (B, T), "volatility": FloatTensor (B, T)}`` into
-    ``(B, T, D)``: a learned vector per regime label (ids in ``0 .. num_regimes-1``)
-    plus an MLP of log-volatility. Either key may be absent; the embeddings start small
-    so switching the option on does not disturb a pretrained backbone much."""
-
-    def __init__(self, num_regimes: int, d_model: int) -> None:
-        super().__init__()
-        self.regime = nn.Embedding(num_regimes, d_model)
-        nn.init.normal_(self.regime.weight, std=0.02)
-        self.volatility = nn.Sequential(
-            nn.Linear(1, d_model), nn.SiLU(), nn.Linear(d_model, d_model)
-        )
-
-    def forward(self, market_state: dict[str, Tensor]) -> Tensor:
-        unknown = sorted(set(market_state) - {"regime", "volatility"})
-        if unknown or not market_state:
-            raise ValueError(
-                f"market_state keys {unknown or '{}'} not understood — pass 'regime' "
-                "(LongTensor [B, T]) and/or 'volatility' (FloatTensor [B, T])"
-            )
-        # Every parameter takes part in every forward, even when a key is absent: a
-        # branch left out of the graph gets no gradient, and DistributedDataParallel
-        # (without find_unused_parameters) then fails at the second step. The absent
-        # branch is added times 0 — a (1, 1, D) term, exact zero, negligible cost.
-        if "regime" in market_state:
-            out = self.regime(market_state["regime"].long())  # (B, T, D)
-        else:
-            out = 0.0 * self.regime.weight[:1].unsqueeze(0)  # (1, 1, D)
-        if "volatility" in market_state:
-            vol = market_state["volatility"].float().clamp_min(1e-6).log()  # (B, T)
-            out = out + self.volatility(vol.unsqueeze(-1))  # (B, T, D)
-        else:
-            dummy = self.regime.weight.new_zeros(1, 1, 1)  # (1, 1, 1)
-            out = out + 0.0 * self.volatility(dummy)  # (1, 1, D)
-        return out
-
-
-class PatchEmbedding(nn.Module):
-    """Linear embedding of non-overlapping patches of ``patch_size`` steps.
-
-    The sequence is left-padded so the last patch ends at the last step. ``unpatch`` maps
-    token outputs back to steps causally: step ``t`` gets the output of the last patch
-    that ended at or before ``t`` (zeros before the first one), never a patch still open.
-    """
-
-    def __init__(self, n_features: int, d_model: int, patch_size: int = 1) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Linear(n_features * patch_size, d_model)
-
-    def _pad(self, x: Tensor) -> Tensor:
-        return F.pad(x, (0, 0, (-x.shape[1]) % self.patch_size, 0))  # (B, T_pad, C)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, T, F) -> (B, ceil(T / patch_size), D)``."""
-        if self.patch_size == 1:
-            return self.proj(x)
-        x = self._pad(x)
-        B, T, C = x.shape
-        return self.proj(x.reshape(B, T // self.patch_size, self.patch_size * C))  # (B, P, D)
-
-    def pool(self, steps: Tensor) -> Tensor:
-        """Per-step ``(B, T, D)`` → per-patch ``(B, P, D)``: the value at each patch's end."""
-        if self.patch_size == 1:
-            return steps
-        return self._pad(steps)[:, self.patch_size - 1 :: self.patch_size]  # (B, P, D)
-
-    def unpatch(self, h: Tensor, seq_len: int) -> Tensor:
-        """Per-patch ``(B, P, D)`` → per-step ``(B, seq_len, D)``, causally."""
-        if self.patch_size == 1:
-            return h
-        pad = (-seq_len) % self.patch_size
-        last_done = (torch.arange(seq_len, device=h.device) + pad + 1) // self.patch_size
-        h = F.pad(h, (0, 0, 1, 0))  # (B, 1 + P, D): index 0 = "no patch finished yet"
-        return h[:, last_done]  # (B, T, D)
-
-
-class InputEmbedding(nn.Module):
-    """Features (and optional market state) → token sequence, shared by the backbones."""
-
-    def __init__(
-        self,
-        n_features: int,
-        d_model: int,
-        patch_size: int = 1,
-        num_regimes: int | None = None,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.patch = PatchEmbedding(n_features, d_model, patch_size)
-        self.market = None if num_regimes is None else MarketStateEmbedding(num_regimes, d_model)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Tensor:
-        """``(B, T, F)`` → ``(B, P, D)``; market state is ignored when not enabled."""
-        h = self.patch(x)  # (B, P, D)
-        if self.market is not None and market_state is not None:
-            h = h + self.patch.pool(self.market(market_state))
-        return self.drop(h)
-
-    def unpatch(self, h: Tensor, seq_len: int) -> Tensor:
-        return self.patch.unpatch(h, seq_len)

@@ -2,17 +2,23 @@
 
 The fine encoder (scale 1: ``cfg.depth`` hybrid blocks — rotary attention, dilated
 conv, gated SSM, SwiGLU) reads every token. Each coarser scale ``k`` in
-``cfg.scales[1:]`` mean-pools the fine encoder's output over completed blocks of ``k``
-tokens, runs its own causal transformer (``cfg.scale_depth`` blocks of rotary attention
-+ SwiGLU) over the coarse sequence, and every fine token then cross-attends to the
-coarse tokens it may see, through a sigmoid-gated residual. ``(B, T, F) -> (B, T, D)``.
+``cfg.scales[1:]`` (default ×8 and ×40) pools the fine encoder's output into a coarse
+token at *every* step ``p``: the mean of the ``k`` steps ``p − k + 1 .. p``. A coarse
+token's own sequence is its residue class: the tokens at ``p, p − k, p − 2k, …`` (the
+non-overlapping ``k``-step blocks ending at ``p``). The ``k`` classes run as ``k``
+interleaved sequences through the scale's causal transformer (``cfg.scale_depth`` blocks
+of rotary attention + SwiGLU), and every fine step ``t`` cross-attends, through a
+sigmoid-gated residual, to the coarse tokens of its own class — ``t, t − k, t − 2k, …``
+— plus a learned null key/value (a step may read nothing from the scale).
+``(B, T, F) -> (B, T, D)``.
 
-Causality. Coarse block ``j`` of scale ``k`` covers tokens ``j·k .. (j+1)·k - 1``
-(counted from the first token, so the blocks never move when bars are appended), and
-its token becomes visible at fine position ``(j+1)·k - 1`` — once its last bar has
-closed. A trailing partial block is dropped. Fine position ``t`` therefore sees coarse
-tokens ``0 .. (t+1)//k - 1`` plus a learned null key/value, so a position before the
-first completed block reads the null token instead of an empty (NaN) softmax.
+Causality and position invariance. The coarse token at ``p`` becomes visible at ``p``,
+once its last bar has closed, and nothing in the coarse path depends on where the
+sequence starts: the blocks a step reads end at the step itself, not at a grid counted
+from the first (or last) bar. With ``cfg.receptive_field = R`` every time-mixing layer
+gets a span (:func:`lookback_spans`), so step ``t`` reads rows ``t − R + 1 .. t`` only,
+the same function at every ``t``. Within a window the first ``k − 1`` steps average the
+bars they have.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from market_nn_plus_ultra.models.layers import (
     make_norm,
     run_blocks,
 )
+from market_nn_plus_ultra.models.lookback import band_mask, split_lookback
 from market_nn_plus_ultra.models.registry import register_backbone
 
 __all__ = [
@@ -37,60 +44,147 @@ __all__ = [
     "CrossScaleFusion",
     "MultiScaleEncoder",
     "build_multi_scale",
-    "causal_block_mean",
-    "coarse_visibility",
+    "causal_window_mean",
+    "from_residues",
+    "lookback_spans",
+    "residue_attention",
+    "to_residues",
 ]
 
 
-def causal_block_mean(h: Tensor, k: int) -> Tensor:
-    """Mean of ``h (B, T, D)`` over each completed block of ``k`` steps → ``(B, T // k, D)``.
+def causal_window_mean(h: Tensor, k: int) -> Tensor:
+    """Step ``p`` of ``h (B, T, D)`` → mean of steps ``max(0, p − k + 1) .. p``, ``(B, T, D)``.
 
-    Block ``j`` averages steps ``j·k .. (j+1)·k - 1``; the ``T mod k`` trailing steps
-    belong to a block still open and are left out.
+    Each window is summed on its own (no running sum), so a step's value is the same
+    wherever the sequence starts once ``k`` bars are in.
     """
-    B, T, D = h.shape
-    n = T // k
-    return h[:, : n * k].reshape(B, n, k, D).mean(dim=2)  # (B, n, D)
+    T = h.shape[1]
+    total = F.avg_pool1d(F.pad(h.transpose(1, 2), (k - 1, 0)), k, stride=1)  # (B, D, T)
+    have = torch.arange(1, T + 1, device=h.device, dtype=total.dtype).clamp(max=k)  # (T,)
+    return (total * (k / have)).transpose(1, 2)  # (B, T, D)
 
 
-def coarse_visibility(seq_len: int, k: int, device: torch.device | None = None) -> Tensor:
-    """Bool mask ``(T, 1 + T // k)``: may fine step ``t`` read key ``m``?
+def to_residues(h: Tensor, k: int) -> Tensor:
+    """``(B, T, C)`` → ``(B·k, n, C)``, ``n = ceil(T / k)``: row ``b·k + r`` holds steps
+    ``r, r + k, r + 2k, …`` of sequence ``b``. Steps past ``T`` are zeros at the end of
+    their class, so causal attention never shows them to a real step."""
+    B, T, C = h.shape
+    n = -(-T // k)
+    h = F.pad(h, (0, 0, 0, n * k - T))  # (B, n·k, C)
+    return h.view(B, n, k, C).transpose(1, 2).reshape(B * k, n, C)  # (B·k, n, C)
 
-    Key 0 is the null token (always visible); key ``m = j + 1`` is coarse block ``j``,
-    visible from step ``(j+1)·k - 1`` on, i.e. when ``m <= (t + 1) // k``.
+
+def from_residues(h: Tensor, k: int, seq_len: int) -> Tensor:
+    """Inverse of :func:`to_residues`: ``(B·k, n, C)`` → ``(B, seq_len, C)``."""
+    Bk, n, C = h.shape
+    h = h.view(Bk // k, k, n, C).transpose(1, 2)  # (B, n, k, C)
+    return h.reshape(Bk // k, n * k, C)[:, :seq_len]  # (B, T, C)
+
+
+def residue_attention(
+    q: Tensor,
+    kv: Tensor,
+    k: int,
+    null_kv: tuple[Tensor, Tensor],
+    span: int | None,
+    dropout_p: float,
+    mask_cache: dict,
+) -> Tensor:
+    """Step ``t`` attends to the keys at ``t, t − k, …, t − (span − 1)·k`` and a null key.
+
+    ``q (B, T, D)`` and ``kv (B, T, 2D)`` are projected, ``null_kv`` two ``(1, H, 1, hd)``
+    tensors; returns the mixed values ``(B, T, D)``. The classes are laid out as
+    ``(B·k, 1 + n)`` sequences whose first key is the null one and whose first query a
+    dummy: query ``i + 1`` then reads keys ``0 .. i + 1``, the square ``is_causal``
+    pattern that flash kernels take. A span shorter than a class adds an additive band
+    (the null key always visible), built once per length, device and dtype.
     """
-    closed = (torch.arange(seq_len, device=device) + 1) // k  # (T,) blocks closed by t
-    keys = torch.arange(seq_len // k + 1, device=device)  # (1 + n,)
-    return keys[None, :] <= closed[:, None]  # (T, 1 + n)
+    B, T, D = q.shape
+    H = null_kv[0].shape[1]
+    hd = D // H
+    qs = F.pad(to_residues(q, k), (0, 0, 1, 0))  # (B·k, 1 + n, D), row 0 the dummy
+    n = qs.shape[1] - 1
+    qs = qs.view(B * k, 1 + n, H, hd).transpose(1, 2)  # (B·k, H, 1 + n, hd)
+    kvs = to_residues(kv, k).view(B * k, n, 2, H, hd).permute(2, 0, 3, 1, 4)  # (2, B·k, H, n, hd)
+    nk, nv = (t.to(kvs.dtype).expand(B * k, H, 1, hd) for t in null_kv)
+    keys = torch.cat([nk, kvs[0]], dim=2)  # (B·k, H, 1 + n, hd)
+    values = torch.cat([nv, kvs[1]], dim=2)  # (B·k, H, 1 + n, hd)
+    if span is None or span >= n:
+        y = F.scaled_dot_product_attention(
+            qs, keys, values, dropout_p=dropout_p, is_causal=True
+        )  # (B·k, H, 1 + n, hd)
+    else:
+        key = (n, q.device, qs.dtype, torch.is_inference_mode_enabled())
+        if key not in mask_cache:
+            mask = band_mask(1 + n, span, q.device, qs.dtype)  # (1 + n, 1 + n)
+            mask[:, 0] = 0.0  # the null key: always visible
+            mask_cache[key] = mask
+        y = F.scaled_dot_product_attention(
+            qs, keys, values, attn_mask=mask_cache[key], dropout_p=dropout_p
+        )  # (B·k, H, 1 + n, hd)
+    y = y[:, :, 1:].transpose(1, 2).reshape(B * k, n, D)  # (B·k, n, D)
+    return from_residues(y, k, T)  # (B, T, D)
+
+
+def lookback_spans(cfg: ModelConfig) -> tuple[int | None, list[int | None]]:
+    """Span (in rows) of every fine attention/SSM and span (in coarse steps) of each
+    scale's attention layers, so the stack reads at most ``cfg.receptive_field`` rows.
+
+    The fine encoder and one scale's path share the look-back like
+    :func:`~market_nn_plus_ultra.models.lookback.split_lookback` (the convolutions and
+    the widest pooling window fixed); the scales run side by side, so each then splits
+    what the fine encoder leaves among its own ``scale_depth + 1`` attention layers.
+    ``(None, [None, …])`` without a receptive field.
+    """
+    coarse = list(cfg.scales[1:])
+    R = cfg.receptive_field
+    if R is None:
+        return None, [None] * len(coarse)
+    dilations = [cfg.dilations[i % len(cfg.dilations)] for i in range(cfg.depth)]
+    convs = sum((cfg.conv_kernel - 1) * d for d in dilations)
+    per_path = cfg.scale_depth + 1 if coarse else 0
+    widest = max(coarse, default=1) - 1
+    where = (
+        f"{cfg.depth} multi_scale fine blocks and scales {coarse} (the fixed rows include "
+        f"the {widest + 1}-step window mean; smaller model.scales also help)"
+    )
+    fine = split_lookback(R, convs + widest, 2 * cfg.depth + per_path, where)
+    left = R - 1 - convs - 2 * cfg.depth * (fine - 1)  # rows each coarse path may read
+    spans = []
+    for k in coarse:
+        rows = split_lookback(left + 1, k - 1, per_path, f"multi_scale scale {k}")
+        spans.append(1 + (rows - 1) // k)
+    return fine, spans
 
 
 class CoarseBlock(nn.Module):
     """``x += attn(n(x)); x += ffn(n(x))`` — a pre-norm causal transformer block."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, span: int | None = None) -> None:
         super().__init__()
         d = cfg.d_model
         self.norms = nn.ModuleList(make_norm(cfg.norm, d) for _ in range(2))
-        self.attn = CausalSelfAttention(d, cfg.n_heads, cfg.dropout, cfg.max_seq_len)
+        self.attn = CausalSelfAttention(d, cfg.n_heads, cfg.dropout, cfg.max_seq_len, span)
         self.ffn = SwiGLU(d, cfg.ff_mult, cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norms[0](x))  # (B, n, D)
-        return x + self.ffn(self.norms[1](x))  # (B, n, D)
+        x = x + self.attn(self.norms[0](x))  # (B·k, n, D)
+        return x + self.ffn(self.norms[1](x))  # (B·k, n, D)
 
 
 class CrossScaleFusion(nn.Module):
-    """Fine tokens read one coarse sequence: ``x += σ(W_g n(x)) ⊙ attn(n(x), coarse)``,
-    then ``x += ffn(n(x))``. The mask is :func:`coarse_visibility` for this scale."""
+    """Fine tokens read one coarse scale: ``x += σ(W_g n(x)) ⊙ attn(n(x), coarse)``, then
+    ``x += ffn(n(x))``; step ``t`` reads the coarse tokens at ``t, t − k, …`` (``span``
+    of them, all without a span) and the null key (:func:`residue_attention`)."""
 
-    def __init__(self, cfg: ModelConfig, k: int) -> None:
+    def __init__(self, cfg: ModelConfig, k: int, span: int | None = None) -> None:
         super().__init__()
-        d, self.k, self.n_heads, self.dropout = cfg.d_model, k, cfg.n_heads, cfg.dropout
+        d, self.k, self.span, self.dropout = cfg.d_model, k, span, cfg.dropout
         hd = d // cfg.n_heads
         self.q_norm, self.kv_norm = make_norm(cfg.norm, d), make_norm(cfg.norm, d)
         self.q = nn.Linear(d, d, bias=False)
         self.kv = nn.Linear(d, 2 * d, bias=False)
-        # the "no block closed yet" key/value, learned in projected space (projecting a
+        # the "read nothing" key/value, learned in projected space (projecting a
         # normalised zero vector would give it a huge gradient through the norm)
         self.null_k = nn.Parameter(torch.randn(1, cfg.n_heads, 1, hd) * 0.02)
         self.null_v = nn.Parameter(torch.randn(1, cfg.n_heads, 1, hd) * 0.02)
@@ -101,23 +195,18 @@ class CrossScaleFusion(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, coarse: Tensor) -> Tensor:
-        """``x (B, T, D)`` fine, ``coarse (B, T // k, D)`` → fused ``(B, T, D)``."""
-        B, T, D = x.shape
-        H, n = self.n_heads, coarse.shape[1]
+        """``x (B, T, D)`` fine, ``coarse (B, T, D)`` this scale's token at every step →
+        fused ``(B, T, D)``."""
         nx = self.q_norm(x)
-        q = self.q(nx).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, hd)
-        kv = self.kv(self.kv_norm(coarse)).view(B, n, 2, H, D // H)  # (B, n, 2, H, hd)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, n, hd)
-        k = torch.cat([self.null_k.expand(B, H, 1, D // H).to(k.dtype), k], dim=2)
-        v = torch.cat([self.null_v.expand(B, H, 1, D // H).to(v.dtype), v], dim=2)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=coarse_visibility(T, self.k, x.device),
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        y = residue_attention(
+            self.q(nx),  # (B, T, D)
+            self.kv(self.kv_norm(coarse)),  # (B, T, 2D)
+            self.k,
+            (self.null_k, self.null_v),
+            self.span,
+            self.dropout if self.training else 0.0,
+            self.__dict__.setdefault("_mask_cache", {}),  # plain attribute: no state
+        )  # (B, T, D)
         x = x + torch.sigmoid(self.gate(nx)) * self.drop(self.proj(y))
         return x + self.ffn(self.ffn_norm(x))  # (B, T, D)
 
@@ -129,6 +218,7 @@ class MultiScaleEncoder(nn.Module):
         super().__init__()
         self.d_model = cfg.d_model
         self.scales = list(cfg.scales[1:])  # the coarse ones; scale 1 is the fine encoder
+        fine_span, coarse_spans = lookback_spans(cfg)
         self.embed = InputEmbedding(
             n_features,
             cfg.d_model,
@@ -141,24 +231,30 @@ class MultiScaleEncoder(nn.Module):
                 cfg,
                 cfg.dilations[i % len(cfg.dilations)],
                 SwiGLU(cfg.d_model, cfg.ff_mult, cfg.dropout),
+                fine_span,
             )
             for i in range(cfg.depth)
         )
         self.pool_norms = nn.ModuleList(make_norm(cfg.norm, cfg.d_model) for _ in self.scales)
         self.coarse = nn.ModuleList(
-            nn.ModuleList(CoarseBlock(cfg) for _ in range(cfg.scale_depth)) for _ in self.scales
+            nn.ModuleList(CoarseBlock(cfg, span) for _ in range(cfg.scale_depth))
+            for span in coarse_spans
         )
-        self.fusions = nn.ModuleList(CrossScaleFusion(cfg, k) for k in self.scales)
+        self.fusions = nn.ModuleList(
+            CrossScaleFusion(cfg, k, span)
+            for k, span in zip(self.scales, coarse_spans, strict=True)
+        )
         self.norm = make_norm(cfg.norm, cfg.d_model)
         self.checkpointing = cfg.activation_checkpointing
 
     def encode_scale(self, i: int, fine: Tensor) -> Tensor:
-        """Coarse sequence ``(B, T // k, D)`` of scale ``self.scales[i]`` from the fine
-        encoder's output ``(B, T, D)`` (empty while no block has closed)."""
-        c = causal_block_mean(self.pool_norms[i](fine), self.scales[i])  # (B, n, D)
-        if c.shape[1] == 0:  # static shape, no host sync: nothing to encode yet
-            return c
-        return run_blocks(self.coarse[i], c, self.checkpointing and self.training)
+        """Scale ``self.scales[i]``'s encoded token at every step, ``(B, T, D)``, from the
+        fine encoder's output ``(B, T, D)``: window means, then the scale's transformer
+        over each residue class."""
+        k, T = self.scales[i], fine.shape[1]
+        c = to_residues(causal_window_mean(self.pool_norms[i](fine), k), k)  # (B·k, n, D)
+        c = run_blocks(self.coarse[i], c, self.checkpointing and self.training)
+        return from_residues(c, k, T)  # (B, T, D)
 
     def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Tensor:
         """``x (B, T, F)`` (+ optional market state ``(B, T)`` tensors) → ``(B, T, D)``."""

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from market_nn_plus_ultra.config import ModelConfig
+from market_nn_plus_ultra.config import SEQUENCE_ARCHITECTURES, ModelConfig
 from market_nn_plus_ultra.models.layers import CausalSelfAttention, DiagonalSSM, MoEFeedForward
 
 __all__ = [
@@ -81,7 +81,14 @@ def build_backbone(cfg: ModelConfig, n_features: int) -> nn.Module:
     """The backbone ``cfg.architecture`` for inputs with ``n_features`` channels."""
     if n_features < 1:
         raise ValueError(f"n_features must be >= 1, got {n_features} — is the feature set empty?")
-    return _lookup(BACKBONES, "model.architecture", cfg.architecture)(cfg, n_features)
+    builder = _lookup(BACKBONES, "model.architecture", cfg.architecture)
+    if cfg.receptive_field is not None and cfg.architecture not in SEQUENCE_ARCHITECTURES:
+        raise ValueError(
+            f"model.receptive_field is set but model.architecture={cfg.architecture} reads an "
+            f"unbounded look-back — use one of {', '.join(SEQUENCE_ARCHITECTURES)}, or leave "
+            "model.receptive_field unset (training.supervision=last)"
+        )
+    return builder(cfg, n_features)
 
 
 def build_head(cfg: ModelConfig, d_model: int) -> nn.Module:
@@ -101,8 +108,13 @@ class TradingModel(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> Any:
-        return self.head(self.backbone(x, market_state))
+    def forward(
+        self, x: Tensor, market_state: dict[str, Tensor] | None = None, positions: str = "last"
+    ) -> Any:
+        """``positions="last"``: the head reads each sequence's last step; ``"all"``: every
+        step (outputs ``(B, T, ...)``)."""
+        h = self.backbone(x, market_state)  # (B, T, D)
+        return self.head(h) if positions == "last" else self.head(h, positions)
 
     @property
     def aux_loss(self) -> Tensor:
@@ -142,7 +154,11 @@ def _matmul_weights(module: nn.Module) -> int:
     if isinstance(module, MoEFeedForward):
         return (module.w12.numel() + module.w3.numel()) * module.top_k // module.num_experts
     # a learned (1, 1, D) token (omni_mixture's null key) is 3-D too but no matrix
-    grouped = (p for p in module.parameters(recurse=False) if p.dim() == 3)
+    # weights a module folds into others (``folded_weights``) do no matmul per row
+    folded = getattr(module, "folded_weights", ())
+    grouped = (
+        p for n, p in module.named_parameters(recurse=False) if p.dim() == 3 and n not in folded
+    )
     return sum(p.numel() for p in grouped if min(p.shape[1:]) > 1)
 
 
@@ -170,34 +186,54 @@ def _forward_flops(
 
 
 def _omni_mixture_rows(model: nn.Module, cfg: ModelConfig, tokens: int) -> tuple[dict, int]:
-    """Each cross-scale block pools ``P = ceil(T / coarse_factor)`` coarse tokens, runs
-    its coarse attention and feed-forward over them, projects ``1 + P`` keys (the null
-    one included) and lets all ``T`` queries read them: ``T · (1 + P)`` pairs."""
+    """Each cross-scale block pools a coarse token at all ``T`` steps, then runs its coarse
+    attention and feed-forward over the ``c`` residue classes of ``n = ceil(T / c)``
+    tokens (``c · n`` rows, the tail padded) and attends from every step to its class:
+    ``c · n²`` coarse pairs and ``c · (1 + n)²`` cross pairs (the null key and a dummy
+    query per class). Its key/value projection sees the ``T`` coarse tokens and the null."""
     from market_nn_plus_ultra.models.omni_mixture import CrossScaleBlock  # imports this module
 
-    n = -(-tokens // cfg.coarse_factor)
+    c = cfg.coarse_factor
+    n = -(-tokens // c)
     rows: dict[str, int] = {}
     cross = 0
     for name, module in model.named_modules():
         if isinstance(module, CrossScaleBlock):
-            rows |= {f"{name}.{part}": n for part in ("pool", "coarse_attn", "coarse_ffn")}
-            rows[f"{name}.kv"] = 1 + n
-            cross += tokens * (1 + n)
+            attn = f"{name}.coarse_attn"
+            rows |= {attn: 0, f"{attn}.qkv": c * n, f"{attn}.proj": c * n}
+            rows |= {f"{name}.coarse_ffn": c * n, f"{name}.kv": tokens + 1}
+            cross += c * n * n + c * (1 + n) ** 2
     return rows, cross
 
 
 def _multi_scale_rows(model: nn.Module, cfg: ModelConfig, tokens: int) -> tuple[dict, int]:
-    """Each coarse encoder and its fusion's key/value projection see ``T // k`` tokens;
-    each fusion's ``T`` queries read ``1 + T // k`` keys (the null one included)."""
-    steps = [tokens // k for k in cfg.scales[1:]]
-    rows = {f"coarse.{i}": n for i, n in enumerate(steps)}
-    rows |= {f"fusions.{i}.kv": n for i, n in enumerate(steps)}
-    return rows, sum(tokens * (1 + n) for n in steps)
+    """Each scale ``k`` encodes a coarse token at every step as ``k`` residue classes of
+    ``n = ceil(T / k)`` tokens (``k · n`` rows, the tail padded; ``k · n²`` pairs per
+    attention layer); its fusion projects the ``T`` coarse tokens and attends from every
+    step to its class: ``k · (1 + n)²`` pairs (the null key and a dummy query per class)."""
+    rows: dict[str, int] = {}
+    cross = 0
+    for i, k in enumerate(cfg.scales[1:]):
+        n = -(-tokens // k)
+        rows[f"coarse.{i}"] = k * n
+        for j in range(cfg.scale_depth):
+            attn = f"coarse.{i}.{j}.attn"
+            rows |= {attn: 0, f"{attn}.qkv": k * n, f"{attn}.proj": k * n}
+        cross += k * (cfg.scale_depth * n * n + (1 + n) ** 2)
+    return rows, cross
 
 
 def _temporal_fusion_rows(model: nn.Module, cfg: ModelConfig, tokens: int) -> tuple[dict, int]:
-    """One interpretable attention layer of width ``tft_hidden`` over all ``T²`` pairs."""
-    return {}, tokens * tokens
+    """One interpretable attention layer of width ``tft_hidden`` over all ``T²`` pairs.
+
+    The selection weights' GRN reads the F embedded inputs ``(F · v)`` through ``fc2`` and
+    its skip; the embedding is affine in the F scalars and is folded into both, so each
+    runs as an ``F``-input matmul: its ``F · v`` input weights cost ``1 / v`` of a row each.
+    """
+    grn = model.select.weight_grn
+    v = grn.fc2.in_features // model.select.n_features  # the per-variable width
+    rows = {f"select.weight_grn.{part}": tokens / v for part in ("fc2", "skip")}
+    return rows, tokens * tokens
 
 
 # backbones whose submodules do not all see every token, or with attention other than
@@ -218,8 +254,8 @@ def estimate_flops(cfg: ModelConfig, n_features: int, seq_len: int) -> float:
     and routed-expert weights, see :func:`_matmul_weights`) over the ``n`` rows it sees,
     plus ``4 · d · n_q · n_k`` per attention layer (scores and mixing over the full
     square, without the causal saving). ``n`` is ``T = ceil(seq_len / patch_size)`` tokens
-    except inside coarse paths (``multi_scale``'s ``T // k``, ``omni_mixture``'s
-    ``ceil(T / coarse_factor)``). ``temporal_fusion`` has one attention layer of width
+    except inside coarse paths (``multi_scale``, ``omni_mixture``: ``c · ceil(T / c)``
+    padded rows with ``c · n²`` coarse and ``c · (1 + n)²`` cross pairs, ``n = ceil(T / c)``). ``temporal_fusion`` has one attention layer of width
     ``tft_hidden``; ``state_space`` none. Elementwise work (norms, activations, gates,
     softmax) and the SSM's FFT convolutions (O(T log T) per channel: under 1% at
     ``d_model`` 512 and T in the hundreds) are not counted, and an MoE layer counts its

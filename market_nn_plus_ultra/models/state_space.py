@@ -21,6 +21,7 @@ from market_nn_plus_ultra.models.layers import (
     make_norm,
     run_blocks,
 )
+from market_nn_plus_ultra.models.lookback import split_lookback
 from market_nn_plus_ultra.models.registry import register_backbone
 
 __all__ = ["StateSpaceBlock", "StateSpaceModel", "build_state_space"]
@@ -29,11 +30,11 @@ __all__ = ["StateSpaceBlock", "StateSpaceModel", "build_state_space"]
 class StateSpaceBlock(nn.Module):
     """``x += ssm(n(x)); x += ffn(n(x))`` (pre-norm): time mixing, then channel mixing."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, span: int | None = None) -> None:
         super().__init__()
         d = cfg.d_model
         self.norm_ssm, self.norm_ffn = make_norm(cfg.norm, d), make_norm(cfg.norm, d)
-        self.ssm = GatedSSMMixer(d, cfg.ssm_state_dim, cfg.dropout)
+        self.ssm = GatedSSMMixer(d, cfg.ssm_state_dim, cfg.dropout, span)
         self.ffn = SwiGLU(d, cfg.ff_mult, cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -58,7 +59,11 @@ class StateSpaceModel(nn.Module):
             cfg.num_regimes if cfg.market_state_embedding else None,
             cfg.dropout,
         )
-        self.blocks = nn.ModuleList(StateSpaceBlock(cfg) for _ in range(cfg.depth))
+        span = None
+        if cfg.receptive_field is not None:  # the SSM kernels share the look-back
+            where = f"{cfg.depth} state-space blocks"
+            span = split_lookback(cfg.receptive_field, 0, cfg.depth, where)
+        self.blocks = nn.ModuleList(StateSpaceBlock(cfg, span) for _ in range(cfg.depth))
         self.norm = make_norm(cfg.norm, cfg.d_model)
         self.checkpointing = cfg.activation_checkpointing
 

@@ -354,7 +354,8 @@ def run_metrics(cfg: Config, result: TrainResult) -> dict[str, float]:
 
 
 class RunTimer(L.Callback):
-    """Times the training loop and counts the windows it consumed.
+    """Times the training loop and counts the targets it trained on (windows, or the
+    scored positions of sequences under ``training.supervision=all``).
 
     The clock runs from each training epoch's start to its last batch's end (data
     loading and optimiser steps; validation excluded). On CUDA the stream is
@@ -391,12 +392,15 @@ class RunTimer(L.Callback):
         now = self._now(pl_module)
         self.seconds += now - self._mark
         self._mark = now
+        if isinstance(batch, dict) and "rows" in batch:  # sequences: their scored positions
+            self.samples += int(batch["y_mask"][..., 0].sum())
+            return
         inputs = batch["x"] if isinstance(batch, dict) else batch[0]  # (B, W, F) or (B, S, W, F)
         self.samples += int(inputs.shape[0])
 
     @property
     def samples_per_s(self) -> float:
-        """Training windows per second of the training loop (NaN before any batch)."""
+        """Training targets per second of the training loop (NaN before any batch)."""
         return self.samples / self.seconds if self.seconds > 0 else float("nan")
 
     def figures(self) -> dict[str, Any]:

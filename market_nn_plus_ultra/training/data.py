@@ -26,12 +26,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import Config
+from ..config import Config, supervision_of
 from ..data.alternative import alt_column_hints
 from ..features.compute import compute_features
 from ..windows import (
     MarketTensors,
     Normaliser,
+    SequenceDataset,
     SlidingWindowDataset,
     Split,
     SymbolReport,
@@ -232,10 +233,16 @@ class MarketDataModule(L.LightningDataModule):
         self.splits = {"train": train, "val": val, "test": test}
         if w.normalise == "train_zscore":
             self.normaliser = fit_normaliser(self.tensors, train.input_rows)
+        supervised_all = supervision_of(cfg).mode == "all"
         for name, split in self.splits.items():
-            self.datasets[name] = SlidingWindowDataset.from_config(
-                self.tensors, w, split=split, normaliser=self.normaliser
-            )
+            if supervised_all:  # one sequence, a target at every position
+                self.datasets[name] = SequenceDataset.from_config(
+                    self.tensors, cfg, split=split, normaliser=self.normaliser
+                )
+            else:
+                self.datasets[name] = SlidingWindowDataset.from_config(
+                    self.tensors, w, split=split, normaliser=self.normaliser
+                )
         self._report_symbols()
         if len(self.datasets["train"]) == 0:
             raise ValueError(
@@ -315,6 +322,12 @@ class MarketDataModule(L.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
+    def items_per_batch(self, batch_size: int) -> int:
+        """Items per batch of ``batch_size`` targets: windows, or with
+        ``training.supervision=all`` sequences of ``sequence_length − min_context + 1``
+        scored positions each (``batch_size`` / that, rounded, at least 1)."""
+        return max(1, round(batch_size / supervision_of(self.cfg).scored_per_sequence))
+
     def _loader(self, name: str) -> DataLoader:
         self.setup()
         t = self.cfg.training
@@ -322,10 +335,10 @@ class MarketDataModule(L.LightningDataModule):
         rank, world = self._rank() if train else (0, 1)  # every rank evaluates the full split
         sampler = ResumableBatchSampler(
             len(self.datasets[name]),
-            t.batch_size if train else (t.eval_batch_size or t.batch_size),
+            self.items_per_batch(t.batch_size if train else (t.eval_batch_size or t.batch_size)),
             shuffle=train,
             seed=self.cfg.seed,
-            drop_last=train and len(self.datasets[name]) > t.batch_size,
+            drop_last=train and len(self.datasets[name]) > self.items_per_batch(t.batch_size),
             rank=rank,
             world_size=world,
         )

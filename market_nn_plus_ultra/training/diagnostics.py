@@ -225,13 +225,14 @@ class TrainingDiagnosticsCallback(Callback):
                 for a, c in zip(grads[0], grads[1], strict=True)
             ]
             big = float(_sq_norm(mean))
-        g2, trace = noise_scale_terms(small, big, b, 2 * b)
+        n = _targets(halves[0])  # samples per half: windows, or a sequence's scored positions
+        g2, trace = noise_scale_terms(small, big, n, 2 * n)
         ema, beta = self._ema, self.cfg.noise_ema
         ema["g2"] = beta * ema["g2"] + (1 - beta) * g2
         ema["trace"] = beta * ema["trace"] + (1 - beta) * trace
         # no bias correction: it scales both EMAs alike and cancels in their ratio
         scale = ema["trace"] / ema["g2"] if ema["g2"] > 0 else math.nan
-        per_step = batch["x"].shape[0] * trainer.accumulate_grad_batches
+        per_step = _targets(batch) * trainer.accumulate_grad_batches
         return {"grad_noise_scale": scale, "noise_ratio": scale / per_step}
 
     def on_train_batch_end(
@@ -242,7 +243,7 @@ class TrainingDiagnosticsCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self._samples += batch["x"].shape[0] if isinstance(batch, dict) else 0
+        self._samples += _targets(batch) if isinstance(batch, dict) else 0
         if self.cfg.profile:
             now = self._now(pl_module)
             self._timing["compute"] += now - self._timing["start"]
@@ -340,13 +341,16 @@ class TrainingDiagnosticsCallback(Callback):
         if self._hook is None or not self._captured:
             return
         out, self._captured = self._captured[-1], []
+        if out.forecast.ndim == 3:  # every position of sequences: (B, L, ...) -> (B·L, ...)
+            out = out.flatten()
         y, ym = batch["y"], batch["y_mask"]
-        if y.ndim == 3:  # multi-symbol items, flattened as the module does
+        if y.ndim == 3:  # multi-symbol items or sequences, flattened as the module does
             y, ym = y.flatten(0, 1), ym.flatten(0, 1)
-        h = out.forecast.shape[1]
-        y = y[ym[:, :h].all(dim=-1)][:, :h]  # the rows the module scored
         if len(y) != len(out.forecast):
             return
+        h = out.forecast.shape[1]
+        keep = ym[:, :h].all(dim=-1)  # the rows the module scored
+        y, out = y[keep][:, :h], out.select(keep)
         self._val["realised"].append(y.detach().float().cpu().numpy())
         if out.probs is not None:
             self._val["probs"].append(out.probs.detach().float().cpu().numpy())
@@ -417,3 +421,10 @@ class TrainingDiagnosticsCallback(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._write(trainer)  # keep what was measured up to a crash
+
+
+def _targets(batch: dict[str, Any]) -> int:
+    """Training samples in a batch: its windows, or the scored positions of sequences."""
+    if "rows" in batch:
+        return int(batch["y_mask"][..., 0].sum())
+    return int(batch["x"].shape[0])

@@ -65,7 +65,7 @@ class LandscapeResult:
     plane_min: float
     plane_max: float
     batches: int
-    windows: int  # validation items (windows, or multi-symbol groups) the loss averages over
+    windows: int  # validation items (windows, sequences or multi-symbol groups) averaged over
     seed: int
 
 

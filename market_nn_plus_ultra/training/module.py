@@ -92,43 +92,59 @@ class TradingModule(L.LightningModule):
     # Forward and loss
     # ----------------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, market_state: dict[str, Tensor] | None = None) -> HeadOutput:
-        """``x (B, W, F)`` → :class:`HeadOutput` (``position (B,)``, ``forecast (B, H)``)."""
-        return self.model(x, market_state)
+    def forward(
+        self, x: Tensor, market_state: dict[str, Tensor] | None = None, positions: str = "last"
+    ) -> HeadOutput:
+        """``x (B, W, F)`` → :class:`HeadOutput` (``position (B,)``, ``forecast (B, H)``);
+        ``positions="all"``: every step (``position (B, W)``, ``forecast (B, W, H)``)."""
+        return self.model(x, market_state, positions)
 
     def _inputs(
         self, batch: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None, Tensor]:
-        """Flatten multi-symbol items ``(B, S, W, F)`` to ``(B·S, W, F)``.
+        """Model inputs, targets, market state and weights of a batch.
 
-        Returns ``x``, targets ``(N, H)``, the market state and ``weight (N,)``: 1 for rows
-        with every target known, else 0. Rows are weighted, not dropped: boolean indexing
-        would sync with the host and change the batch shape (a recompile under
-        ``torch.compile``) every time a window lacks a target.
+        Window batches: multi-symbol items ``(B, S, W, F)`` are flattened to ``(B·S, W,
+        F)``; targets ``(N, H)``, ``weight (N,)``. Sequence batches (``rows`` present, from
+        :class:`~market_nn_plus_ultra.windows.SequenceDataset`): ``x (B, L, F)``, targets
+        ``(B, L, H)`` and ``weight (B, L)``, one per position. The weight is 1 where every
+        target is known (and, for sequences, the position is scored), else 0: rows are
+        weighted, not dropped — boolean indexing would sync with the host and change the
+        batch shape (a recompile under ``torch.compile``) every time a target is missing.
         """
         x, y, y_mask = batch["x"], batch["y"], batch["y_mask"]
-        regime = batch.get("regime")
+        regime, vol = batch.get("regime"), batch.get("volatility")
         if x.ndim == 4:
             x, y, y_mask = x.flatten(0, 1), y.flatten(0, 1), y_mask.flatten(0, 1)  # (B·S, ...)
             regime = regime.flatten(0, 1) if regime is not None else None
+            vol = vol.flatten(0, 1) if vol is not None else None
         h = self.model_cfg.horizon
         if y.shape[-1] < h:
             raise ValueError(
-                f"model.horizon={h} but the windows hold {y.shape[-1]} target steps — set "
+                f"model.horizon={h} but the batches hold {y.shape[-1]} target steps — set "
                 f"windows.horizon to at least {h}"
             )
-        known = y_mask[:, :h]  # (N, H)
-        weight = known.all(dim=-1).to(x.dtype)  # (N,) rows with every target known
-        y = torch.where(known, y[:, :h], torch.zeros((), dtype=y.dtype, device=y.device))
+        known = y_mask[..., :h]  # (N, H) or (B, L, H)
+        weight = known.all(dim=-1).to(x.dtype)  # rows (positions) with every target known
+        y = torch.where(known, y[..., :h], torch.zeros((), dtype=y.dtype, device=y.device))
         state = None
-        if self.model_cfg.market_state_embedding and regime is not None:
-            # the end row's regime label is known at t; every step of the window sees it
-            state = {"regime": regime.clamp_min(0)[:, None].expand(-1, x.shape[1])}  # (N, W)
+        if self.model_cfg.market_state_embedding:
+            state = {}
+            if regime is not None:
+                if regime.ndim == 1:  # a window's end-row label: known at t, seen by every step
+                    regime = regime[:, None].expand(-1, x.shape[1])  # (N, W)
+                state["regime"] = regime.clamp_min(0)
+            if vol is not None:
+                state["volatility"] = vol  # (N, W) or (B, L): the raw realised volatility
+            state = state or None
         return x, y, state, weight
 
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], HeadOutput]:
         x, y, state, weight = self._inputs(batch)
-        out = self.model(x, state)
+        sequence = "rows" in batch
+        out = self.model(x, state, "all" if sequence else "last")
+        if sequence:  # every position is a sample: (B, L, ...) -> (B·L, ...)
+            out, y, weight = out.flatten(), y.flatten(0, 1), weight.flatten()
         scored, y_scored = out, y
         if self.training and self.loss_horizon is not None and self.loss_horizon < y.shape[-1]:
             h, q = self.loss_horizon, out.quantiles  # later steps are masked, not trained on
@@ -158,16 +174,23 @@ class TradingModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         loss, _, out = self._step(batch)
         self.log(f"{stage}_loss", loss, batch_size=batch["x"].shape[0], sync_dist=True)
-        if batch["x"].ndim == 3:  # one symbol per item: the windows the metrics score
-            # the rows _inputs weighs 1 (eval only: this copy to the host syncs anyway)
-            keep = batch["y_mask"][:, : self.model_cfg.horizon].all(dim=-1)
-            # the simple return t → t+1 (SlidingWindowDataset's `realised`); a hand-built
-            # batch without it is taken to hold simple-return targets
-            realised = batch.get("realised", batch["y"][:, 0])
+        if batch["x"].ndim == 3:  # one symbol per item: the targets the metrics score
+            h = self.model_cfg.horizon
+            # the simple return t → t+1 (the datasets' `realised`); a hand-built batch
+            # without it is taken to hold simple-return targets
+            realised = batch.get("realised", batch["y"][..., 0])
+            t, symbol = batch["t_index"], batch["symbol_index"]
+            if "rows" in batch:  # sequences: every scored position, flattened like the loss
+                t, realised = batch["rows"].flatten(), realised.flatten()
+                symbol = symbol[:, None].expand_as(batch["rows"]).flatten()
+                keep = batch["y_mask"][..., :h].all(dim=-1).flatten()
+            else:
+                keep = batch["y_mask"][:, :h].all(dim=-1)
+            # eval only: this copy to the host syncs anyway
             self._collected[stage].append(
                 {
-                    "t": batch["t_index"][keep].detach().cpu(),
-                    "s": batch["symbol_index"][keep].detach().cpu(),
+                    "t": t[keep].detach().cpu(),
+                    "s": symbol[keep].detach().cpu(),
                     "forecast": out.forecast[keep, 0].detach().float().cpu(),
                     "position": out.position[keep].detach().float().cpu(),
                     "realised": realised[keep].detach().float().cpu(),

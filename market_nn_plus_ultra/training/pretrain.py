@@ -29,7 +29,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from market_nn_plus_ultra._io import atomic_write
-from market_nn_plus_ultra.config import Config, save_config
+from market_nn_plus_ultra.config import Config, save_config, training_model
 from market_nn_plus_ultra.training.checks import check_config
 from market_nn_plus_ultra.training.contrastive import ContrastiveModule
 from market_nn_plus_ultra.training.data import MarketDataModule
@@ -79,17 +79,24 @@ def build_pretraining_module(
 ) -> PretrainingModule:
     """The LightningModule for ``cfg.pretraining.objective`` around ``build_backbone(cfg.model)``."""
     module_cls = OBJECTIVES[cfg.pretraining.objective]
-    return module_cls(cfg.model, cfg.pretraining, n_features, feature_columns)
+    return module_cls(training_model(cfg), cfg.pretraining, n_features, feature_columns)
 
 
 def _data_config(cfg: Config) -> Config:
-    """``cfg`` with the loader settings taken from the ``pretraining`` section."""
+    """``cfg`` with the loader settings taken from the ``pretraining`` section.
+
+    The objectives score every step of a window already, so pretraining reads windows
+    of ``windows.window`` rows whatever ``training.supervision`` is; the backbone keeps
+    ``model.receptive_field``, so it is the same function the supervised run trains at
+    every position (a position reads the same rows in both).
+    """
     p = cfg.pretraining
     training = cfg.training.model_copy(
         update={
             "batch_size": p.batch_size,
             "eval_batch_size": p.batch_size,
             "num_workers": p.num_workers,
+            "supervision": "last",
         }
     )
     return cfg.model_copy(update={"training": training})

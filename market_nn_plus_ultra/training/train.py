@@ -3,7 +3,8 @@
 Everything lands in ``training.checkpoint_dir``::
 
     config.yaml              the resolved config (reload with load_config)
-    model_info.json          feature columns, n_features, symbols, window, horizon, splits,
+    model_info.json          feature columns, n_features, symbols, window, horizon,
+                             supervision (mode, sequence length, min context), splits,
                              per-symbol bars / usable cells / windows (symbol_usage)
     best.ckpt, last.ckpt     best by training.monitor; the latest epoch (or step)
     steps/step-000100.ckpt   every training.checkpoint_every_n_steps steps (for --resume)
@@ -20,6 +21,7 @@ same factory ``pretrain`` uses; nothing here is home-made.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -37,7 +39,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from .._io import atomic_path, atomic_write
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict, save_config, supervision_of, training_model
 from ..evaluation.metrics import infer_periods_per_year
 from ..windows import SymbolReport
 from .checks import check_config
@@ -89,7 +91,7 @@ def _check_resume(path: Path, n_features: int, cfg: Config) -> None:
     diffs = []
     if hp["n_features"] != n_features:
         diffs.append(f"n_features: checkpoint {hp['n_features']}, data {n_features}")
-    current = config_to_dict(cfg.model)
+    current = config_to_dict(training_model(cfg))  # as the run built it
     for key in sorted(set(current) | set(hp["model"])):
         free = key in ("compile", "activation_checkpointing", "dropout", "loss")
         if not free and hp["model"].get(key) != current.get(key):
@@ -198,6 +200,7 @@ def _model_info(dm: MarketDataModule, cfg: Config, periods_per_year: float) -> d
         "normalise": cfg.windows.normalise,
         "architecture": cfg.model.architecture,
         "head": cfg.model.head,
+        "supervision": dataclasses.asdict(supervision_of(cfg)),
         "periods_per_year": periods_per_year,
         "splits": dm.split_info(),
         "symbol_usage": dm.symbol_report.to_dict() if dm.symbol_report else [],
@@ -258,7 +261,7 @@ def train(
             "the windows hold fewer target steps than the head predicts — make them equal"
         )
     periods = infer_periods_per_year(dm.timestamps)
-    module = TradingModule(cfg.model, t, dm.n_features, periods_per_year=periods)
+    module = TradingModule(training_model(cfg), t, dm.n_features, periods_per_year=periods)
     if resume is not None:
         _check_resume(Path(resume), dm.n_features, cfg)
     elif pretrain_checkpoint is not None:

@@ -11,12 +11,14 @@ report = symbol_report(tensors, {"train": ds})                     # usable cell
 from .cache import build_tensors, tensor_cache_key
 from .dataset import Normaliser, SlidingWindowDataset, fit_normaliser
 from .report import SymbolReport, SymbolUsage, symbol_report
+from .sequences import SequenceDataset
 from .splits import Split, default_embargo, purged_splits, walk_forward_splits
 from .tensors import MarketTensors, WindowsError
 
 __all__ = [
     "MarketTensors",
     "Normaliser",
+    "SequenceDataset",
     "SlidingWindowDataset",
     "Split",
     "SymbolReport",

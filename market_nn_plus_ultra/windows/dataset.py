@@ -24,7 +24,13 @@ from .tensors import MarketTensors, WindowsError
 if TYPE_CHECKING:
     from ..config import WindowsConfig
 
-__all__ = ["Normaliser", "SlidingWindowDataset", "fit_normaliser"]
+__all__ = [
+    "Normaliser",
+    "SlidingWindowDataset",
+    "fit_normaliser",
+    "normalise_window",
+    "volatility_column",
+]
 
 _MODES = ("window_zscore", "train_zscore", "none")
 _EPS = 1e-6  # smallest std a z-score divides by: constant features map to 0, not inf
@@ -109,6 +115,31 @@ def _zscore(
     return x * mf
 
 
+def volatility_column(feature_names: Sequence[str]) -> int | None:
+    """Index of the first ``realised_vol_*`` input (the market state's volatility), or None."""
+    return next((i for i, n in enumerate(feature_names) if n.startswith("realised_vol_")), None)
+
+
+def normalise_window(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Normalise windows ``x [..., W, F]`` with valid rows ``mask [..., W]`` as training does.
+
+    ``mode`` is ``windows.normalise``: ``window_zscore`` (each window by its own valid
+    rows), ``train_zscore`` (``mean``/``std`` broadcastable to ``[..., 1, F]``, from
+    :func:`fit_normaliser`) or ``none``. Masked rows come out as 0.
+    """
+    if mode not in _MODES:
+        raise WindowsError(f"windows.normalise={mode!r}: use one of {', '.join(_MODES)}")
+    if mode == "train_zscore" and (mean is None or std is None):
+        raise WindowsError("windows.normalise=train_zscore needs the training mean and std")
+    return _zscore(x, mask, mean, std, mode)
+
+
 class SlidingWindowDataset(Dataset):
     """Windows ending at row t (inclusive): inputs rows ``t-W+1 .. t``, targets ``targets[t]``.
 
@@ -159,6 +190,7 @@ class SlidingWindowDataset(Dataset):
             self._items = np.flatnonzero(valid.any(axis=1)).astype(index_dtype)  # t
             self._valid = valid  # (T, S): which symbols of an item have a target
         self._stats = _stats_tensors(normaliser)
+        self._vol = volatility_column(tensors.feature_names)
 
     @classmethod
     def from_config(
@@ -292,8 +324,9 @@ class SlidingWindowDataset(Dataset):
             realised = T.realised_at(t[:, None], every[None, :])  # (B, S)
             symbol = torch.arange(T.n_symbols).expand(len(t), -1)
         m = torch.from_numpy(np.ascontiguousarray(m))
+        x = torch.from_numpy(np.ascontiguousarray(x))
         out = {
-            "x": self._norm(torch.from_numpy(np.ascontiguousarray(x)), m, s, "inputs"),
+            "x": self._norm(x, m, s, "inputs"),
             "y": torch.from_numpy(np.where(ym, y, 0.0).astype(np.float32)),
             "mask": m,
             "y_mask": torch.from_numpy(np.ascontiguousarray(ym)),
@@ -301,6 +334,8 @@ class SlidingWindowDataset(Dataset):
             "t_index": torch.from_numpy(t),
             "symbol_index": symbol,
         }
+        if self._vol is not None:  # market state: the raw realised_vol_* input per row
+            out["volatility"] = x[..., self._vol].float().nan_to_num() * m  # (B, [S,] W)
         if T.regimes is not None:
             regime = T.regimes[t, s] if self.symbols_per_item == "one" else T.regimes[t]
             out["regime"] = torch.from_numpy(np.asarray(regime, dtype=np.int64))

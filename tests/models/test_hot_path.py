@@ -20,7 +20,6 @@ from market_nn_plus_ultra.models.layers import (
     MoEFeedForward,
     RotaryEmbedding,
 )
-from market_nn_plus_ultra.models.omni_mixture import CrossScaleBlock
 from market_nn_plus_ultra.models.registry import build_backbone
 
 
@@ -187,28 +186,6 @@ def test_temporal_fusion_training_forward_keeps_no_weights():
     model = build_backbone(_tft_cfg(), 4).train()
     model(torch.randn(2, 10, 4)).sum().backward()
     assert model.last_attention is None and model.last_variable_weights is None
-
-
-# --- omni mixture cross-scale mask ----------------------------------------------------
-
-
-def test_cross_scale_additive_mask_equals_the_boolean_mask():
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        architecture="omni_mixture", d_model=16, n_heads=2, coarse_factor=4, dropout=0.0
-    )
-    block = CrossScaleBlock(cfg).eval()
-    x = torch.randn(2, 13, 16)  # 13: not a multiple of the coarse factor (left padding)
-    mask = block.additive_mask(13, x.device, torch.float32)
-    visible = block.visibility(13, x.device)
-    assert mask.dtype == torch.float32 and mask.shape == visible.shape
-    assert torch.equal(mask == 0, visible) and torch.isinf(mask[~visible]).all()
-    assert block.additive_mask(13, x.device, torch.float32) is mask  # built once
-    with torch.no_grad():
-        new = block(x)
-        block.additive_mask = lambda T, device, dtype: block.visibility(T, device)
-        old = block(x)
-    torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-6)
 
 
 # --- market state embedding -----------------------------------------------------------

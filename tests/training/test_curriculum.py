@@ -65,7 +65,9 @@ def test_stage_schedule_and_errors():
 
 
 def test_shorter_window_reads_same_items(db, tmp_path):
-    cfg = tiny_config(db, tmp_path, "windows.window=12", "windows.normalise=none")
+    cfg = tiny_config(
+        db, tmp_path, "windows.window=12", "windows.normalise=none", "training.supervision=last"
+    )
     dm = MarketDataModule(cfg)
     dm.setup()
     full = dm.datasets["train"]
@@ -117,7 +119,9 @@ def test_training_run_grows_window_and_horizon(db, tmp_path):
 
 
 def test_loss_horizon_masks_later_steps(db, tmp_path):
-    cfg = tiny_config(db, tmp_path, "windows.horizon=3", "model.horizon=3")
+    cfg = tiny_config(
+        db, tmp_path, "windows.horizon=3", "model.horizon=3", "training.supervision=last"
+    )
     dm = MarketDataModule(cfg)
     dm.setup()
     batch = dm.datasets["train"].batch(np.arange(16))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from market_nn_plus_ultra.config import supervision_of
 from market_nn_plus_ultra.training.data import MarketDataModule, ResumableBatchSampler
 from market_nn_plus_ultra.windows import WindowsError
 from tests.training._train_cases import fixture_db, tiny_config
@@ -40,12 +41,21 @@ def test_exposes_what_the_model_needs(dm):
     assert "rsi_14" in dm.feature_columns  # the feature pipeline ran
     assert dm.symbols == ["AAA", "BBB"]
     batch = next(iter(dm.train_dataloader()))
-    assert batch["x"].shape == (64, 8, dm.n_features)
-    assert batch["y"].shape == (64, 1)
+    # the default: sequences with a target at every scored position, 64 targets a batch
+    sup = supervision_of(dm.cfg)
+    assert sup.mode == "all" and sup.sequence_length == 16 and sup.min_context == 8
+    items = dm.items_per_batch(64)
+    assert items == round(64 / sup.scored_per_sequence)
+    assert batch["x"].shape == (items, 16, dm.n_features)
+    assert batch["y"].shape == (items, 16, 1)
     assert torch.isfinite(batch["x"]).all()
-    # y is the forward return from the window's end bar: check against the tensors
-    t, s = batch["t_index"].numpy(), batch["symbol_index"].numpy()
-    np.testing.assert_allclose(batch["y"][:, 0].numpy(), dm.tensors.targets[t, s, 0])
+    # y at each position is the forward return from that position's bar
+    rows, s = batch["rows"].numpy(), batch["symbol_index"].numpy()
+    scored = batch["y_mask"][..., 0].numpy()
+    assert scored[:, 7:].any() and not scored[:, :7].any()  # min_context rows behind each
+    np.testing.assert_allclose(
+        batch["y"][..., 0].numpy()[scored], dm.tensors.targets[rows, s[:, None], 0][scored]
+    )
 
 
 def test_train_order_depends_only_on_seed_and_epoch():
@@ -115,7 +125,9 @@ def test_mixed_universe_default_config_gives_every_symbol_windows(mixed_db):
         assert (row.bars, row.usable, row.blanked) == (300, 236, 64), (symbol, row)
         assert row.blanking[0].startswith("fft_energy")
         assert row.windows["train"] > 100, (symbol, row)
-    assert sum(r.windows["train"] for r in report.values()) == len(dm.datasets["train"])
+    train = dm.datasets["train"]  # sequences: the windows per symbol are scored positions
+    scored = int(train.batch(np.arange(len(train)))["y_mask"][..., 0].sum())
+    assert sum(r.windows["train"] for r in report.values()) == scored
     # the crypto-only columns are there, 0.0 ("not applicable") on every SPY bar
     t = dm.tensors
     spy = t.symbols.index("SPY")
