@@ -120,6 +120,18 @@ def volatility_column(feature_names: Sequence[str]) -> int | None:
     return next((i for i, n in enumerate(feature_names) if n.startswith("realised_vol_")), None)
 
 
+def get_items(dataset, index: int | Sequence[int] | np.ndarray | torch.Tensor | slice):
+    """``dataset[index]`` of the window and sequence datasets: one item (an int) without
+    the batch axis, or many (a list, array, tensor or slice) through ``dataset.batch``."""
+    if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
+        return {k: v[0] for k, v in dataset.batch([int(index)]).items()}
+    if isinstance(index, slice):
+        index = np.arange(len(dataset))[index]
+    if torch.is_tensor(index):
+        index = index.cpu().numpy()
+    return dataset.batch(index)
+
+
 def normalise_window(
     x: torch.Tensor,
     mask: torch.Tensor,
@@ -293,13 +305,7 @@ class SlidingWindowDataset(Dataset):
     def __getitem__(
         self, index: int | Sequence[int] | np.ndarray | torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
-            return {k: v[0] for k, v in self.batch([int(index)]).items()}
-        if isinstance(index, slice):
-            index = np.arange(len(self))[index]
-        if torch.is_tensor(index):
-            index = index.cpu().numpy()
-        return self.batch(index)
+        return get_items(self, index)
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """Gather many windows at once: every value gets a leading batch axis ``B``."""

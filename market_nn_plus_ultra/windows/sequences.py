@@ -28,7 +28,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import supervision_of
-from .dataset import Normaliser, _stats_tensors, normalise_window, volatility_column
+from .dataset import (
+    Normaliser,
+    _stats_tensors,
+    get_items,
+    normalise_window,
+    volatility_column,
+)
 from .splits import Split
 from .tensors import MarketTensors, WindowsError
 
@@ -198,13 +204,7 @@ class SequenceDataset(Dataset):
     def __getitem__(
         self, index: int | Sequence[int] | np.ndarray | torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
-            return {k: v[0] for k, v in self.batch([int(index)]).items()}
-        if isinstance(index, slice):
-            index = np.arange(len(self))[index]
-        if torch.is_tensor(index):
-            index = index.cpu().numpy()
-        return self.batch(index)
+        return get_items(self, index)
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """Gather many sequences at once (leading batch axis ``B``)."""
