@@ -8,6 +8,8 @@ label and the volatility at each step. :class:`Dropout` (used here and by every 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,13 +40,12 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     """float32 ``shape`` tensor of independent draws: 1 with probability ``1 − p``, else 0.
 
     Each element reads 32 bits of one ``random_`` fill of 64-bit words from torch's
-    generator (so ``torch.manual_seed`` fixes the mask) and is kept when its word, as a
-    signed integer, is at least ``−2³¹ + p · 2³²``. On CPU this is about 4× faster than
-    ``bernoulli_``, which outside Intel's MKL path draws element by element.
+    generator (so ``torch.manual_seed`` fixes the mask) and is kept when those bits, as a
+    signed integer (compared in float32), are at least ``−2³¹ + p · 2³²``: kept with
+    probability ``1 − p`` to within 2⁻²⁴. On CPU this is 3–4× faster than ``bernoulli_``,
+    which outside Intel's MKL path draws element by element.
     """
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device)
     bits = words.random_(-(2**63), None).view(torch.int32)[:n].view(shape)  # uniform int32
     return bits.to(torch.float32).ge_(-(2.0**31) + p * 2.0**32)

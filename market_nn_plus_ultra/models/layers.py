@@ -212,7 +212,7 @@ class DilatedCausalConv(nn.Module):
         (a preceding norm's weight, folded into the depthwise taps)."""
         w, b = self.depthwise.weight, self.depthwise.bias  # (D, 1, kernel), (D,)
         w = w if scale is None else w * scale[:, None, None]
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if torch.is_grad_enabled() and eager_cpu(x):
             # CPU's depthwise conv backward is slow; the shifted sums' backward is not
             h = _DepthwiseCausalConv.apply(x, w[:, 0], b, self.dilation)  # (B, T, D)
         else:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from market_nn_plus_ultra.models.embedding import Dropout
+
 __all__ = ["MoEFeedForward", "ffn_hidden"]
 
 
@@ -52,10 +54,10 @@ class MoEFeedForward(nn.Module):
         self.num_experts, self.top_k, self.weight = num_experts, top_k, load_balance_weight
         hidden = ffn_hidden(d_model, ff_mult)
         self.router = nn.Linear(d_model, num_experts, bias=False)
-        self.router_drop = nn.Dropout(router_dropout)
+        self.router_drop = Dropout(router_dropout)
         self.w12 = nn.Parameter(torch.randn(num_experts, d_model, 2 * hidden) / d_model**0.5)
         self.w3 = nn.Parameter(torch.randn(num_experts, hidden, d_model) / hidden**0.5)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.aux_loss: Tensor = torch.zeros(())
 
     def route(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
