@@ -60,14 +60,26 @@ class _CausalFFTConv(torch.autograd.Function):
         return grad_x, grad_k, None
 
 
-def _split(length: int) -> tuple[int, int]:
-    """``(s, m)`` with ``s ≈ √length`` and ``s·m ≥ length``: lag ``l = s·j + i``."""
-    s = math.isqrt(max(length - 1, 0)) + 1
-    return s, -(-length // s)
+def _grid(length: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Lags ``l = s·j + i`` with ``s ≈ √length``: the exponents ``(i…, s·j…)`` of the two
+    power grids, ``(s + m,)``, and the lag of every ``(j, i)``, ``(m, s)``; cached."""
+    key = (length, device, dtype, torch.is_inference_mode_enabled())
+    if key not in _GRIDS:
+        if len(_GRIDS) >= 64:  # many window lengths: start over rather than grow
+            _GRIDS.clear()
+        s = math.isqrt(max(length - 1, 0)) + 1
+        m = -(-length // s)
+        lags = torch.arange(m * s, device=device, dtype=dtype).view(m, s)  # (m, s)
+        _GRIDS[key] = (torch.cat([lags[0], lags[:, 0]]), lags)
+    return _GRIDS[key]
+
+
+_GRIDS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
 def _powers(z: Tensor, exponents: Tensor) -> Tensor:
-    """``exp(z · e)`` for ``z (H, N)`` complex and real ``exponents (E,)`` → ``(H, E, N)``."""
+    """``exp(z · e)`` for ``z (H, N)`` complex and real ``exponents (E,)`` → ``(H, E, N)``
+    (in real arithmetic: complex ``exp`` is not vectorised on CPU)."""
     e = exponents[:, None]  # (E, 1)
     mag, ang = (z.real[:, None] * e).exp(), z.imag[:, None] * e  # (H, E, N)
     return torch.complex(mag * ang.cos(), mag * ang.sin())
@@ -88,6 +100,8 @@ class _S4DKernel(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, log_dt, log_a_real, a_imag, c, d, length: int):
+        exponents, lags = _grid(length, log_dt.device, log_dt.dtype)
+        m, s = lags.shape
         dt = log_dt.exp()[:, None]  # (H, 1)
         a = torch.complex(-log_a_real.exp(), a_imag)  # (H, N)
         z = dt * a  # log Ā
@@ -95,29 +109,25 @@ class _S4DKernel(torch.autograd.Function):
         b_bar = (lam - 1.0) / a  # B̄
         c2 = 2.0 * torch.view_as_complex(c.contiguous())  # the 2 of 2·Re
         w = c2 * b_bar  # (H, N)
-        s, m = _split(length)
-        steps = torch.arange(m * s, dtype=log_dt.dtype, device=log_dt.device).view(m, s)
-        fine, coarse = _powers(z, steps[0]), _powers(z, steps[:, 0])  # (H, s, N), (H, m, N)
-        left = w[:, None] * fine  # W·Ā^i, (H, s, N)
-        left = torch.cat([left.real, -left.imag], dim=-1)  # (H, s, 2N)
-        right = torch.cat([coarse.real, coarse.imag], dim=-1)  # (H, m, 2N)
-        k = (right[:, :, None] * left[:, None]).sum(-1)  # (H, m, s): Re(W·Ā^i·Ā^{s·j})
-        k = k.reshape(k.shape[0], m * s)[:, :length].contiguous()  # (H, length)
+        powers = _powers(z, exponents)  # (H, s + m, N): Ā^i, then Ā^{s·j}
+        fine, coarse = powers[:, :s], torch.view_as_real(powers[:, s:])  # (H,s,N), (H,m,N,2)
+        left = torch.view_as_real((w[:, None] * fine).conj_physical())  # Re, −Im: (H, s, N, 2)
+        k = (coarse[:, :, None] * left[:, None]).sum((-2, -1))  # (H, m, s): Re(W·Ā^l)
+        k = k.view(k.shape[0], m * s)[:, :length].contiguous()  # (H, length)
         if d is not None:
             k[:, 0] += d
-        ctx.save_for_backward(dt, a, lam, b_bar, c2, w, fine, right, steps)
+        ctx.save_for_backward(dt, a, lam, b_bar, c2, w, fine, coarse, lags)
         return k
 
     @staticmethod
     def backward(ctx, grad):
-        dt, a, lam, b_bar, c2, w, fine, right, steps = ctx.saved_tensors
-        m, s = steps.shape
-        H, N = a.shape
-        g = F.pad(grad, (0, m * s - grad.shape[1])).view(H, 1, m, s)  # (H, 1, m, s)
-        g = torch.cat([g, g * steps], dim=1)  # G and l·G, (H, 2, m, s)
-        r = (g[..., None] * right[:, None, :, None, :]).sum(2)  # Σ_j G·Ā^{s·j}, (H, 2, s, 2N)
-        r = torch.complex(r[..., :N], r[..., N:])  # (H, 2, s, N)
-        t = (fine[:, None] * r).sum(2).conj()  # (H, 2, N): S₀ and S₁
+        dt, a, lam, b_bar, c2, w, fine, coarse, lags = ctx.saved_tensors
+        (m, s), (H, N) = lags.shape, a.shape
+        g = F.pad(grad, (0, m * s - grad.shape[1])).view(H, 1, m, s, 1)  # (H, 1, m, s, 1)
+        g = torch.cat([g, g * lags[..., None]], dim=1)  # G and l·G, (H, 2, m, s, 1)
+        coarse = coarse.view(H, 1, m, 1, 2 * N)  # re/im interleaved
+        r = (g * coarse).sum(2).view(H, 2, s, N, 2)  # Σ_j G·Ā^{s·j}, (H, 2, s, N, 2)
+        t = (fine[:, None] * torch.view_as_complex(r)).sum(2).conj()  # (H, 2, N): S₀, S₁
         s0, s1 = t[:, 0], t[:, 1]
         g_b = c2.conj() * s0  # ∇B̄
         g_z = w.conj() * s1 + (lam / a).conj() * g_b  # ∇z: through Ā^l and through B̄

@@ -192,8 +192,9 @@ class _GroupedGRN(nn.Module):
 
     def __init__(self, groups: int, width: int, d: int, dropout: float = 0.0) -> None:
         super().__init__()
-        # w2 meets an affine embedding of one scalar: folded per step, no matmul per row
-        self.folded_weights = ("w2",)
+        # w2 and the skip's ws meet an affine embedding of one scalar: folded once per
+        # forward into (G, ·) vectors, no matmul per row (read by estimate_flops)
+        self.folded_weights = ("w2", "ws")
         self.w2, self.b2 = _grouped_param(groups, width, width)
         self.w1, self.b1 = _grouped_param(groups, width, width)
         self.wg, self.bg = _grouped_param(groups, width, 2 * d)

@@ -62,6 +62,7 @@ _SHAPE_FIELDS = (
     "num_regimes",
     "tft_hidden",
     "tft_lstm_layers",
+    "tft_variable_width",
     "norm",
 )
 _LIST_LIMIT = 8  # keys listed in an error before "… and N more"

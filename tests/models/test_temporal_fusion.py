@@ -13,9 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from market_nn_plus_ultra.config import ModelConfig
-from market_nn_plus_ultra.models import build_backbone
+from market_nn_plus_ultra.models import build_backbone, estimate_flops
 from market_nn_plus_ultra.models import temporal_fusion as tft
 
 N_FEATURES = 5
@@ -148,6 +150,29 @@ def test_parameter_count_at_a_narrow_width() -> None:
     weight_grn = (f * v * f + f) + (f * v * d + d) + (d * d + d) + (d * 2 * f + 2 * f) + 2 * f
     select = build_backbone(_cfg(v), f).select
     assert sum(p.numel() for p in select.parameters()) == f * per_variable + weight_grn
+
+
+def _lstm_flops(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kwargs) -> int:
+    """``aten.mkldnn_rnn_layer`` (one CPU LSTM layer over ``(T, B, ·)``): both matmuls."""
+    steps, batch = input_shape[0], input_shape[1]
+    return 2 * steps * batch * (w_ih_shape[0] * w_ih_shape[1] + w_hh_shape[0] * w_hh_shape[1])
+
+
+@pytest.mark.parametrize("width", [None, 8])
+def test_flop_estimate_counts_the_folded_layers_once(width) -> None:
+    """``estimate_flops`` against torch's counter: the folded embedding layers (W2, the
+    skip projection, the weight GRN's input layer) do no matmul per row."""
+    cfg = _cfg(width).model_copy(update={"tft_hidden": 32})
+    model = build_backbone(cfg, N_FEATURES).eval()
+    mapping = {torch.ops.aten.mkldnn_rnn_layer: _lstm_flops}
+    with (
+        torch.no_grad(),
+        sdpa_kernel([SDPBackend.MATH]),  # the counter sees the math kernel's two matmuls
+        FlopCounterMode(display=False, custom_mapping=mapping) as counter,
+    ):
+        model(torch.randn(1, 128, N_FEATURES))
+    ratio = estimate_flops(cfg, N_FEATURES, 128) / (3 * counter.get_total_flops())
+    assert ratio == pytest.approx(1.0, abs=0.02)
 
 
 @pytest.mark.parametrize("width", [None, 3])
