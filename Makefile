@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format setup clean bench browser
+.PHONY: demo test lint format setup clean bench browser promtool
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,21 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& apt-get install -y -qq chromium >/dev/null 2>&1; } || true
 
-test: lint browser
+# promtool (from Debian's prometheus package) for the alert-rule tests. Only the binary is
+# unpacked into the venv: installing the package would also set up a Prometheus server.
+# Fetched with apt-get (the package lists refreshed first only as root); a failure here
+# never stops the tests (those tests then skip with the reason).
+promtool: $(PY)
+	@command -v promtool >/dev/null 2>&1 || [ -x $(VENV)/bin/promtool ] || { \
+		command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 \
+		&& tmp=$$(mktemp -d) && ( cd $$tmp && { apt-get download -qq prometheus >/dev/null 2>&1 \
+			|| { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 \
+				&& apt-get download -qq prometheus >/dev/null 2>&1; }; } ) \
+		&& dpkg-deb --fsys-tarfile $$tmp/prometheus_*.deb | tar -xO ./usr/bin/promtool > $$tmp/promtool \
+		&& chmod +x $$tmp/promtool && $$tmp/promtool --version >/dev/null 2>&1 \
+		&& mv $$tmp/promtool $(VENV)/bin/promtool; rm -rf "$$tmp"; } || true
+
+test: lint browser promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

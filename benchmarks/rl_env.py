@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from rl_peers import rate as _rate
 
 from market_nn_plus_ultra.config import SimulationConfig, WindowsConfig
 from market_nn_plus_ultra.config.reinforcement import EnvConfig, RewardConfig
@@ -56,34 +55,6 @@ FULL = SimulationConfig(
     max_position=1.0,
     max_gross=1.0,
 )
-
-
-def _rate(step: Callable[[int], None], envs: int, seconds: float) -> tuple[float, float, int]:
-    """Env steps/s by wall clock and by process CPU time: the best of 5 rounds.
-
-    The best round is the one least disturbed by other work on the machine (as
-    ``timeit`` reports the minimum); each round runs about ``seconds / 5``.
-    """
-    for i in range(3):  # warm-up
-        step(i)
-    per_round = 1
-    w0 = time.perf_counter()
-    while time.perf_counter() - w0 < seconds / 20:  # size a round
-        for i in range(per_round):
-            step(i)
-        per_round *= 2
-    per_round = max(1, per_round // 2 * 4)
-    best_wall = best_cpu = 0.0
-    n = 0
-    for _ in range(5):
-        w0, c0 = time.perf_counter(), time.process_time()
-        for i in range(per_round):
-            step(n + i)
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        n += per_round
-        best_wall = max(best_wall, envs * per_round / wall)
-        best_cpu = max(best_cpu, envs * per_round / max(cpu, 1e-9))
-    return best_wall, best_cpu, n
 
 
 def _googl() -> tuple[pd.DataFrame, bool]:

@@ -23,6 +23,7 @@ from ._common import (
     user_errors,
     wrote,
 )
+from .bench_rl import rl_lift
 
 if TYPE_CHECKING:
     from ..models.profiling import ProfileResult
@@ -31,9 +32,12 @@ if TYPE_CHECKING:
 # torch and Lightning load inside the commands, so `plus-ultra --help` stays fast.
 
 app = typer.Typer(
-    help="Benchmarks: training-step speed, memory and MFU; sweeps and the pretraining comparison.",
+    help="Benchmarks: training-step speed, memory and MFU; sweeps, the pretraining comparison "
+    "and the RL lift.",
     no_args_is_help=True,
 )
+
+app.command("rl-lift")(rl_lift)
 
 _MODEL = ModelConfig.model_fields
 

@@ -19,6 +19,8 @@ from .demo import demo
 from .predict import predict
 from .pretrain import pretrain
 from .report import report
+from .rl_finetune import rl_finetune
+from .serve import serve
 from .train import train
 from .walkforward import walkforward
 
@@ -68,6 +70,8 @@ app.add_typer(bench_cmds.app, name="bench")
 app.command("report")(report)
 app.command("pretrain")(pretrain)
 app.command("predict")(predict)
+app.command("rl-finetune")(rl_finetune)
+app.command("serve")(serve)
 app.command("train")(train)
 app.command("walkforward")(walkforward)
 

@@ -43,7 +43,11 @@ def _table(metrics: dict[str, object], title: str) -> Table:
 def predict(
     checkpoint: Annotated[
         Path,
-        typer.Option("--checkpoint", help="Run folder of `plus-ultra train` or a .ckpt in it."),
+        typer.Option(
+            "--checkpoint",
+            help="Run folder of `plus-ultra train` (or a .ckpt in it), or of `plus-ultra "
+            "rl-finetune` (the policy's positions, plus the critic's value column).",
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Predictions file to write: .parquet or .csv.")

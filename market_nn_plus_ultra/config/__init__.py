@@ -42,6 +42,7 @@ from .evaluation import (
 from .model import SEQUENCE_ARCHITECTURES, LossConfig, ModelConfig
 from .ppo import OffPolicyConfig, PPOConfig
 from .reinforcement import ReinforcementConfig
+from .service import ServiceConfig
 from .supervision import Supervision, supervision_of, training_model
 from .training import (
     CurriculumConfig,
@@ -75,6 +76,7 @@ __all__ = [
     "PretrainingConfig",
     "RegimeConfig",
     "ReinforcementConfig",
+    "ServiceConfig",
     "SimulationConfig",
     "Supervision",
     "TrackingConfig",
@@ -129,6 +131,9 @@ class Config(_Section):
     )
     diagnostics: DiagnosticsConfig = Field(
         default_factory=DiagnosticsConfig, description="Training diagnostics and their warnings."
+    )
+    service: ServiceConfig = Field(
+        default_factory=ServiceConfig, description="HTTP service: address, limits, key, log."
     )
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Window and horizon growth over epochs."

@@ -143,6 +143,11 @@ class GuardrailsConfig(_Section):
     drawdown_stop_bars: int | None = Field(
         None, ge=1, description="Stay flat exactly this many bars instead of until recovery."
     )
+    on_breach: Literal["cap", "flatten", "reject"] = Field(
+        "cap",
+        description="Service de-risking on a breach: cap (serve the limited positions), "
+        "flatten (0 for each breached symbol) or reject (refuse the prediction, 409).",
+    )
 
     @model_validator(mode="after")
     def _check_factors(self) -> GuardrailsConfig:

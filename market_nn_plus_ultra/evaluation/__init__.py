@@ -31,7 +31,7 @@ from .guardrails import BREACH_COLUMNS, apply_guardrails, sectors_from_assets
 from .leakage import LEAK_COLUMNS, AuditReport, audit_leakage, audit_panel, check_targets
 from .leakage_stored import StoredAudit, StoredThresholds, audit_stored
 from .metrics import METRIC_KEYS, compute_metrics, infer_periods_per_year
-from .paired import holm_adjust, sharpe_differences
+from .paired import holm_adjust, mean_sharpe_lift, sharpe_differences
 from .report import ReportData, ReportPaths, build_report_data, write_report
 from .stress import StressResult, run_stress, simulate_backtest
 from .summary import (
@@ -83,6 +83,7 @@ __all__ = [
     "holm_adjust",
     "infer_periods_per_year",
     "mean_reversion",
+    "mean_sharpe_lift",
     "ml_baseline",
     "momentum",
     "optimal_block",

@@ -20,7 +20,7 @@ differences is kept (which the Romano–Wolf stepdown needs).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ import pandas as pd
 from .bootstrap import _as_array, _index_chunks, _sharpe_rows, optimal_block
 from .metrics import sharpe_ratio
 
-__all__ = ["ADJUSTMENTS", "holm_adjust", "sharpe_differences"]
+__all__ = ["ADJUSTMENTS", "holm_adjust", "mean_sharpe_lift", "sharpe_differences"]
 
 #: Multiple-comparison adjustments :func:`sharpe_differences` accepts.
 ADJUSTMENTS = ("holm", "romano-wolf", "none")
@@ -220,3 +220,66 @@ def sharpe_differences(
             "adjust": adjust,
         }
     return out
+
+
+def mean_sharpe_lift(
+    models: Sequence[pd.Series],
+    baseline: pd.Series,
+    *,
+    periods_per_year: float = 252.0,
+    level: float = 0.95,
+    reps: int = 1000,
+    block_length: float | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean over ``models`` of ``Sharpe(model_i) − Sharpe(baseline)``, paired-bootstrapped.
+
+    ``models``: several runs of one procedure (e.g. seeds) on the same bars as
+    ``baseline``; every series is inner-joined on the bars all share. Each resample draws
+    one stationary-bootstrap index set and applies it to every model and to the baseline,
+    so the dependence between the runs (they trade the same market) stays in the
+    interval. Returns ``estimate``, ``low``/``high`` (percentile interval at ``level``),
+    ``p_value`` (two-sided, centred bootstrap as in :func:`sharpe_differences`),
+    ``prob_beat``, ``n``, ``runs`` and the settings used.
+    """
+    if not models:
+        raise ValueError("mean_sharpe_lift: no model return series given")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"evaluation.bootstrap_level must lie in (0, 1), got {level}")
+    if reps < 10:
+        raise ValueError(f"evaluation.bootstrap_reps must be >= 10, got {reps}")
+    named = {f"run {i}": s for i, s in enumerate(models)}
+    joined = _aligned(baseline, named).to_numpy(dtype=np.float64)  # (n, 1 + k)
+    base, runs = _as_array(joined[:, 0], "baseline returns"), joined[:, 1:]
+    n, k = runs.shape
+    block = optimal_block(*joined.T) if block_length is None else float(block_length)
+    chunks = []
+    for idx in _index_chunks(n, reps, block, seed):
+        base_sharpe = _sharpe_rows(base[idx], periods_per_year)
+        lifts = [_sharpe_rows(runs[:, j][idx], periods_per_year) - base_sharpe for j in range(k)]
+        chunks.append(np.mean(lifts, axis=0))  # NaN where a resample is flat
+    star = np.concatenate(chunks)
+    star = star[np.isfinite(star)]
+    base_obs = sharpe_ratio(base, periods_per_year)
+    estimate = float(
+        np.mean([sharpe_ratio(runs[:, j], periods_per_year) - base_obs for j in range(k)])
+    )
+    tail = (1.0 - level) / 2.0
+    low = high = p_value = prob_beat = math.nan
+    if len(star) and math.isfinite(estimate):
+        low, high = (float(q) for q in np.quantile(star, [tail, 1.0 - tail]))
+        extreme = np.abs(star - estimate) >= abs(estimate) - 1e-12
+        p_value = float((1.0 + extreme.sum()) / (1.0 + len(star)))
+        prob_beat = float((np.sum(star > 0) + 0.5 * np.sum(star == 0)) / len(star))
+    return {
+        "estimate": estimate,
+        "low": low,
+        "high": high,
+        "p_value": p_value,
+        "prob_beat": prob_beat,
+        "n": int(n),
+        "runs": int(k),
+        "level": float(level),
+        "reps": int(reps),
+        "block_length": float(block),
+    }

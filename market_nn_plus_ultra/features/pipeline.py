@@ -6,7 +6,8 @@ reorders it once to symbol-major with a stable sort, so each symbol's history is
 contiguous, time-ordered block; every feature function runs on those blocks as 1-D numpy
 arrays (a loop over symbols, never over rows); the results are scattered back to the
 panel's row order. Calendars may be ragged: a symbol's features only ever see its own
-bars.
+bars. :meth:`FeaturePipeline.transform_arrays` runs the same kernels on arrays that are
+already symbol-major (the service's bars), with no DataFrame on either side.
 
 A feature whose input column is missing is skipped with a structured warning
 (``extra={"fields": {...}}``) naming the missing column; calendar features are skipped
@@ -234,7 +235,7 @@ class FeaturePipeline:
             for out in outs
         }
 
-    def _missing(self, spec: FeatureSpec, columns: pd.Index) -> list[str]:
+    def _missing(self, spec: FeatureSpec, columns: Collection[str]) -> list[str]:
         return [c for c in spec.inputs if c != TIMESTAMP and c not in columns]
 
     def transform_panel(
@@ -254,6 +255,72 @@ class FeaturePipeline:
         reading such a column, for the whole panel: one column serves every symbol.
         """
         blocks = _blocks(panel)
+        results = self._run(
+            blocks,
+            panel.columns,
+            lambda name: _column(panel, name, blocks),
+            on_feature,
+            unknown_inputs,
+        )
+        return _assemble(panel, results)
+
+    def transform_arrays(
+        self,
+        columns: Mapping[str, np.ndarray],
+        bounds: np.ndarray,
+        symbols: Sequence[str],
+        timestamps: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """The selected features of symbol-major arrays, without building a DataFrame.
+
+        Symbol ``symbols[k]``'s bars are rows ``bounds[k]:bounds[k + 1]`` of every
+        ``columns`` array (input column → ``(n,)`` numbers) and of ``timestamps`` (int64
+        ns UTC), rising in time within a symbol. Returns feature column → ``(n,)``
+        ``self.dtype`` array in the same row order: the values :meth:`transform_panel`
+        gives for those bars. Features are skipped (and reported) as there.
+        """
+        stamps = np.asarray(timestamps, dtype=np.int64)
+        bounds = np.asarray(bounds, dtype=np.int64)
+        n = len(stamps)
+        if len(bounds) != len(symbols) + 1 or bounds[0] != 0 or bounds[-1] != n:
+            raise FeatureError(
+                f"bounds must be the {len(symbols) + 1} block offsets 0 .. {n} of "
+                f"{len(symbols)} symbols, got {len(bounds)} offsets ending at {bounds[-1]}"
+            )
+        if (np.diff(bounds) < 0).any():
+            raise FeatureError("bounds must not decrease (one time-ordered block per symbol)")
+        inner = np.ones(max(n - 1, 0), dtype=bool)
+        inner[bounds[1:-1][(bounds[1:-1] > 0) & (bounds[1:-1] < n)] - 1] = False
+        if (np.diff(stamps)[inner] <= 0).any():
+            i = int(np.argmax((np.diff(stamps) <= 0) & inner))
+            k = int(np.searchsorted(bounds, i, side="right")) - 1
+            raise FeatureError(
+                f"arrays: bars of {symbols[k]} are not in rising time order at row {i + 1} — "
+                "sort each symbol's bars by time and send each timestamp once"
+            )
+        for name, values in columns.items():
+            if len(values) != n:
+                raise FeatureError(f"column {name} has {len(values)} rows, the bars {n}")
+        blocks = _Blocks(
+            order=None, bounds=bounds, symbols=[str(s) for s in symbols], timestamps=stamps
+        )
+
+        def get(name: str) -> np.ndarray:
+            values = np.ascontiguousarray(columns[name], dtype=np.float64)
+            _warn_nan(name, values)
+            return values
+
+        return self._run(blocks, columns, get, None, None)
+
+    def _run(
+        self,
+        blocks: _Blocks,
+        columns: Collection[str],
+        get_column: Callable[[str], np.ndarray],
+        on_feature: Callable[[str, int, int], None] | None,
+        unknown_inputs: Mapping[str, Collection[str]] | None,
+    ) -> dict[str, np.ndarray]:
+        """Every selected feature group over ``blocks``; fills :attr:`last_report`."""
         report = FeatureReport()
         # The bar frequency (a median over every step) is only needed by intraday-only features.
         intraday = any(self.registry.get(g).intraday_only for g in self.selection) and (
@@ -269,7 +336,7 @@ class FeaturePipeline:
         with pool as executor:
             for done, (group, outputs) in enumerate(self.selection.items(), start=1):
                 spec = self.registry.get(group)
-                reason = self._skip_reason(spec, panel.columns, intraday, blocks)
+                reason = self._skip_reason(spec, columns, intraday, blocks)
                 if reason is None:
                     reason = _placeholder_inputs(spec, unknown_inputs, blocks.symbols)
                 if reason is not None:
@@ -278,7 +345,7 @@ class FeaturePipeline:
                     started = time.perf_counter()
                     for column in spec.inputs:
                         if column not in inputs:
-                            inputs[column] = _column(panel, column, blocks)
+                            inputs[column] = get_column(column)
                     arrays = [inputs[c] for c in spec.inputs]
                     values = self._compute(spec, arrays, blocks, executor)
                     for out in outputs:
@@ -289,10 +356,10 @@ class FeaturePipeline:
                 if on_feature is not None:
                     on_feature(group, done, total)
         self.last_report = report
-        return _assemble(panel, results)
+        return results
 
     def _skip_reason(
-        self, spec: FeatureSpec, columns: pd.Index, intraday: bool, blocks: _Blocks
+        self, spec: FeatureSpec, columns: Collection[str], intraday: bool, blocks: _Blocks
     ) -> str | None:
         missing = self._missing(spec, columns)
         if missing:
@@ -378,6 +445,11 @@ def _placeholder_inputs(
 def _column(panel: pd.DataFrame, name: str, blocks: _Blocks) -> np.ndarray:
     values = panel[name].to_numpy(dtype=np.float64, na_value=np.nan)
     values = np.ascontiguousarray(blocks.gather(values))
+    _warn_nan(name, values)
+    return values
+
+
+def _warn_nan(name: str, values: np.ndarray) -> None:
     n_bad = int(np.isnan(values).sum())
     if n_bad:
         log.warning(
@@ -387,7 +459,6 @@ def _column(panel: pd.DataFrame, name: str, blocks: _Blocks) -> np.ndarray:
             n_bad,
             extra={"fields": {"event": "feature_input_nan", "column": name, "n_rows": n_bad}},
         )
-    return values
 
 
 def _assemble(panel: pd.DataFrame, results: dict[str, np.ndarray]) -> pd.DataFrame:

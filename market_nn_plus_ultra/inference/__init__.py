@@ -7,11 +7,13 @@ run = predict_files("outputs/run", "out.parquet", "data/market.db", cfg.evaluati
 
 from .agent import Agent, resolve_device
 from .benchmark import DEFAULT_BENCHMARK, benchmark_returns
+from .policy_agent import PolicyAgent
 from .predict_io import PredictionRun, predict_files, write_metrics
 
 __all__ = [
     "DEFAULT_BENCHMARK",
     "Agent",
+    "PolicyAgent",
     "PredictionRun",
     "benchmark_returns",
     "predict_files",

@@ -21,24 +21,25 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..config import Config, GuardrailsConfig, ModelConfig, load_config
-from ..evaluation.guardrails import apply_guardrails, sectors_from_assets
-from ..evaluation.sample import METADATA_KEY, SAMPLE_COLUMN, label_samples, sample_bounds
-from ..features.compute import compute_features
+from ..evaluation.sample import sample_bounds
 from ..models import HeadOutput, TradingModel, build_model
+from ..rl.run_folder import POLICY_FILE
 from ..training import CheckpointError, MarketDataModule
-from ..training.checks import check_config
 from ..training.data import normaliser_from_state
 from ..training.safe_load import read_checkpoint
 from ..windows import MarketTensors, Normaliser, SlidingWindowDataset, build_tensors
-from .benchmark import benchmark_returns
+from .frame import finish_frame, prediction_items, read_run_panel
 from .one_pass import market_state, run_one_pass
+
+if TYPE_CHECKING:
+    from .policy_agent import PolicyAgent
 
 __all__ = ["Agent", "resolve_device"]
 
@@ -63,14 +64,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _find_checkpoint(path: Path) -> tuple[Path, Path]:
     """``(checkpoint file, run folder)`` for a run folder or a ``.ckpt`` inside one."""
     if path.is_dir():
-        for name in _CHECKPOINTS:
+        for name in (*_CHECKPOINTS, POLICY_FILE):
             if (path / name).is_file():
                 return path / name, path
         present = sorted(p.name for p in path.glob("*.ckpt"))
         raise CheckpointError(
             f"{path}: no best.ckpt or last.ckpt in this folder (checkpoints present: "
-            f"{present or 'none'}) — pass the training.checkpoint_dir of a `plus-ultra train` "
-            "run, or one of its .ckpt files"
+            f"{present or 'none'}), nor the {POLICY_FILE} of an rl-finetune run — pass the "
+            "training.checkpoint_dir of a `plus-ultra train` run, one of its .ckpt files, or "
+            "the --output-dir of `plus-ultra rl-finetune`"
         )
     if not path.is_file():
         raise CheckpointError(
@@ -113,14 +115,22 @@ class Agent:
     breaches: pd.DataFrame | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Agent:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "auto"
+    ) -> Agent | PolicyAgent:
         """Restore a `plus-ultra train` run: a run folder (best.ckpt, else last.ckpt) or a
         ``.ckpt`` in it, with ``config.yaml`` and ``model_info.json`` beside it.
 
-        Raises :class:`~market_nn_plus_ultra.training.CheckpointError` naming the file and
-        what is missing or does not fit.
+        A `plus-ultra rl-finetune` folder (or its ``policy.pt``) gives a
+        :class:`~.policy_agent.PolicyAgent` with the same ``predict``. Raises
+        :class:`~market_nn_plus_ultra.training.CheckpointError` naming the file and what is
+        missing or does not fit.
         """
         ckpt_path, run = _find_checkpoint(Path(path))
+        if ckpt_path.name == POLICY_FILE:
+            from .policy_agent import PolicyAgent  # it builds on this module
+
+            return PolicyAgent.from_run(ckpt_path, device)
         config = load_config(_read_run_file(run, "config.yaml", ckpt_path))
         info = json.loads(_read_run_file(run, "model_info.json", ckpt_path).read_text())
         for key in ("feature_columns", "n_features", "window"):
@@ -202,27 +212,17 @@ class Agent:
         Reads from the run's ``data.start`` (so warm-up-dependent features match training)
         to the newest bar. ``symbols``: default the run's ``data.symbols``.
         """
-        cfg = self.config
-        check_config(cfg, head=False)  # feature names (plugins included), before the read
-        data = cfg.data.model_copy(
-            update={
-                "sqlite_path": Path(db) if db is not None else cfg.data.sqlite_path,
-                "symbols": list(symbols) if symbols else cfg.data.symbols,
-                "end": None,
-            }
+        return build_tensors(*read_run_panel(self.config, self.feature_columns, db, symbols))
+
+    def dataset(self, tensors: MarketTensors) -> SlidingWindowDataset:
+        """Every window of ``tensors`` the model predicts, normalised as in training."""
+        windows = self.config.windows.model_copy(update={"stride": 1, "symbols_per_item": "one"})
+        return SlidingWindowDataset.from_config(
+            tensors,
+            windows,
+            normaliser=self._normaliser(list(tensors.symbols)),
+            require_targets=False,
         )
-        panel, _ = compute_features(data, cfg.features)
-        columns = self.feature_columns
-        missing = [c for c in columns if c not in panel.columns]
-        if missing:
-            raise ValueError(
-                f"{data.sqlite_path}: the model reads feature column(s) {missing[:8]} that the "
-                "panel lacks — the database needs the same indicators and alt_* tables as "
-                f"the training database ({cfg.data.sqlite_path}); columns present: "
-                f"{sorted(map(str, panel.columns))[:20]}"
-            )
-        windows = cfg.windows.model_copy(update={"feature_columns": columns})
-        return build_tensors(panel, windows)
 
     # ----------------------------------------------------------------------------------
     # Predicting
@@ -263,46 +263,35 @@ class Agent:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         tensors = self.tensors(db, symbols)
-        windows = self.config.windows.model_copy(update={"stride": 1, "symbols_per_item": "one"})
-        dataset = SlidingWindowDataset.from_config(
-            tensors,
-            windows,
-            normaliser=self._normaliser(list(tensors.symbols)),
-            require_targets=False,
+        dataset = self.dataset(tensors)
+        items = prediction_items(dataset, start, end)
+        outputs = self.outputs(dataset, items, batch_size, on_batch, one_pass)
+        frame, self.breaches = finish_frame(
+            dataset,
+            items,
+            outputs,
+            db=Path(db) if db is not None else self.config.data.sqlite_path,
+            benchmark=benchmark,
+            bounds=self.sample_bounds,
+            guardrails=guardrails,
+            run=self.checkpoint,
         )
-        t, s = dataset.item_keys()
-        stamps = tensors.timestamps[t]
-        keep = np.ones(len(t), dtype=bool)
-        if start is not None:
-            keep &= stamps >= _utc(start, "start")
-        if end is not None:
-            keep &= stamps <= _utc(end, "end")
-        items = np.flatnonzero(keep)
+        return frame
+
+    def outputs(
+        self,
+        dataset: SlidingWindowDataset,
+        items: np.ndarray,
+        batch_size: int = 1024,
+        on_batch: Callable[[int, int], None] | None = None,
+        one_pass: bool | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The head's predictions-file columns for the windows ``items`` of ``dataset``."""
         if one_pass is None:
             one_pass = self.config.model.receptive_field is not None
         if one_pass:
-            outputs = run_one_pass(self, dataset, items, batch_size, on_batch)
-        else:
-            outputs = self._run(dataset, items, batch_size, on_batch)
-        t, s = t[items], s[items]
-        frame = pd.DataFrame(
-            {
-                "timestamp": tensors.timestamps[t],
-                "symbol": np.asarray(tensors.symbols, dtype=object)[s],
-                **outputs,
-                "realised_return": _realised(tensors, t, s),
-            }
-        )
-        db_path = Path(db) if db is not None else self.config.data.sqlite_path
-        frame["benchmark_return"] = benchmark_returns(frame, db_path, benchmark)
-        bounds = self.sample_bounds
-        frame[SAMPLE_COLUMN] = label_samples(frame["timestamp"], bounds)
-        frame = frame.sort_values(["timestamp", "symbol"], ignore_index=True)
-        self.breaches = None
-        if guardrails is not None:
-            frame, self.breaches = _guard(frame, guardrails, db_path)
-        frame.attrs[METADATA_KEY] = {**bounds, "run": str(self.checkpoint)}
-        return frame
+            return run_one_pass(self, dataset, items, batch_size, on_batch)
+        return self._run(dataset, items, batch_size, on_batch)
 
     def _run(
         self,
@@ -368,32 +357,3 @@ def _quantile_name(level: float) -> str:
     """``0.05`` → ``q05``, ``0.5`` → ``q50``, ``0.975`` → ``q97_5``."""
     pct = round(level * 100, 6)
     return f"q{int(pct):02d}" if pct == int(pct) else "q" + f"{pct:g}".replace(".", "_")
-
-
-def _utc(value: str | pd.Timestamp, name: str) -> pd.Timestamp:
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"--{name} {value!r}: not a timestamp ({err}) — use ISO-8601") from None
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-def _realised(tensors: MarketTensors, t: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Simple return t → t+1 of each (t, s) cell; NaN where the next close is unknown."""
-    if not len(t):
-        return np.empty(0)
-    value = np.asarray(tensors.targets[t, s, 0], dtype=np.float64)
-    known = np.asarray(tensors.target_mask[t, s, 0], dtype=bool)
-    if tensors.target == "log_return":
-        value = np.expm1(value)
-    return np.where(known, value, np.nan)
-
-
-def _guard(
-    frame: pd.DataFrame, cfg: GuardrailsConfig, db: Path
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply the guardrails to the positions; sectors come from the database's assets."""
-    sectors = None
-    if cfg.max_sector_gross is not None or cfg.sector_caps:
-        sectors = sectors_from_assets(db)
-    return apply_guardrails(frame, cfg, sectors)

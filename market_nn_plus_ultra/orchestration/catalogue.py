@@ -80,6 +80,7 @@ _INTEGER = (
     "train_samples",
     "n_periods",
     "n_trials",
+    "seed",
 )
 _FLOAT = (
     "runtime_s",
@@ -108,6 +109,11 @@ _FLOAT = (
     "delta_test_ic",
     "delta_sharpe",
     "delta_runtime_s",
+    "baseline_sharpe",
+    "buy_and_hold_sharpe",
+    "delta_sharpe_low",
+    "delta_sharpe_high",
+    "delta_sharpe_p",
 )
 #: Every catalogue column, in file order (``timestamp`` is a UTC datetime).
 CATALOGUE_COLUMNS: tuple[str, ...] = (
@@ -164,6 +170,12 @@ CATALOGUE_COLUMNS: tuple[str, ...] = (
     "delta_test_ic",
     "delta_sharpe",
     "delta_runtime_s",
+    "seed",
+    "baseline_sharpe",
+    "buy_and_hold_sharpe",
+    "delta_sharpe_low",
+    "delta_sharpe_high",
+    "delta_sharpe_p",
     "cpu",
     "gpu",
     "device",

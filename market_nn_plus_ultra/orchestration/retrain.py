@@ -45,7 +45,7 @@ from ..training.data import MarketDataModule
 from ..training.train import train
 from ..windows import walk_forward_splits
 
-__all__ = ["FOLD_PREDICTIONS", "RetrainFold", "retrain_folds", "walkforward_retrain"]
+__all__ = ["FOLD_PREDICTIONS", "RetrainFold", "fit_fold", "retrain_folds", "walkforward_retrain"]
 
 #: The file in each ``fold_k/`` folder whose presence marks the fold as finished.
 FOLD_PREDICTIONS = "predictions.parquet"
@@ -174,13 +174,20 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _run_fold(cfg: Config, panel: pd.DataFrame, fold: RetrainFold, folder: Path) -> pd.DataFrame:
-    """Train the fold's fresh model on its rows only, then predict its test bars."""
+def fit_fold(cfg: Config, panel: pd.DataFrame, fold: RetrainFold, folder: Path) -> Config:
+    """Train a fresh model on ``fold``'s rows of ``panel`` only, into the run folder
+    ``folder``; returns the fold's config (data ends at its last training row)."""
     fold_cfg = _fold_config(cfg, fold, folder)
     stamps = panel.index.get_level_values("timestamp")
     first, last = fold.bound(fold.read_rows, False), fold.bound(fold.read_rows, True)
     rows = panel[(stamps >= first) & (stamps <= last)]
     train(fold_cfg, datamodule=MarketDataModule(fold_cfg, panel=rows))
+    return fold_cfg
+
+
+def _run_fold(cfg: Config, panel: pd.DataFrame, fold: RetrainFold, folder: Path) -> pd.DataFrame:
+    """Train the fold's fresh model on its rows only, then predict its test bars."""
+    fit_fold(cfg, panel, fold, folder)
     device = "cpu" if cfg.training.accelerator == "cpu" else "auto"
     agent = Agent.from_checkpoint(folder, device=device)
     test = fold.time_split()

@@ -21,7 +21,10 @@ from .buffer import (
     load_transitions,
     save_transitions,
 )
+from .curriculum import STAGE_SETTINGS, Curriculum
+from .distributed import RayRollouts
 from .env import VectorTradingEnv
+from .finetune import FinetuneError, FinetuneResult, FinetuneUpdate, finetune
 from .market import EnvMarket
 from .observe import PORTFOLIO_FIELDS
 from .policy import (
@@ -35,18 +38,30 @@ from .policy import (
 )
 from .ppo import PPO, PPOLoss, UpdateStats, explained_variance, gae, ppo_loss
 from .reward import REWARD_TERMS, RewardShaper
+from .rollout import EnvRollouts, Played
+from .starts import HIGH_VOL_FRACTION, UNIFORM_STARTS
 from .trading_env import TradingEnv
 
 __all__ = [
+    "HIGH_VOL_FRACTION",
     "PORTFOLIO_FIELDS",
     "PPO",
     "REWARD_TERMS",
+    "STAGE_SETTINGS",
     "TRANSITION_COLUMNS",
+    "UNIFORM_STARTS",
     "AWRStats",
     "ActorCritic",
+    "Curriculum",
     "EnvMarket",
+    "EnvRollouts",
+    "FinetuneError",
+    "FinetuneResult",
+    "FinetuneUpdate",
     "PPOLoss",
+    "Played",
     "PolicyOutput",
+    "RayRollouts",
     "ReplayBuffer",
     "RewardShaper",
     "RolloutBuffer",
@@ -59,6 +74,7 @@ __all__ = [
     "WarmStartSummary",
     "awr_update",
     "explained_variance",
+    "finetune",
     "gae",
     "load_pretrained_backbone",
     "load_supervised",

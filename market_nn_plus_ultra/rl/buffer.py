@@ -1,6 +1,7 @@
 """Experience storage: the on-policy rollout, a device replay buffer, AWR, Parquet transitions.
 
-- :class:`RolloutBuffer` holds one PPO rollout, ``(T, N, ...)`` tensors on the env's device.
+- :class:`RolloutBuffer` holds one PPO rollout, ``(T, N, ...)`` tensors on the env's device
+  (``RolloutBuffer.cat`` joins shards of the envs side by side, ``to`` moves one).
 - :class:`ReplayBuffer` keeps the most recent transitions (observation, stored action,
   return) of many rollouts, or of logged experience, as a ring of device tensors.
 - :func:`awr_update` is the off-policy actor update on replayed transitions:
@@ -13,8 +14,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,9 @@ TRANSITION_COLUMNS = {
     "volatility": "list<float>, optional: n_symbols volatilities",
 }
 _ATANH_LIMIT = 1.0 - 1e-6
+_ROLLOUT_FIELDS = (
+    "actions", "logprobs", "values", "rewards", "final_values", "terminated", "truncated",
+)  # fmt: skip
 
 
 class TransitionError(ValueError):
@@ -70,10 +75,18 @@ class RolloutBuffer:
 
     ``actions`` are the policy's stored samples (pre-squash for continuous actions);
     ``final_values`` the critic's value of a truncated episode's last observation
-    (the bootstrap), zero elsewhere.
+    (the bootstrap), zero elsewhere. ``states`` ``(T, N, S, D)``, when the rollout was
+    played with a frozen backbone, holds :meth:`~.policy.ActorCritic.backbone_state` of
+    each observation (``state=`` of the first step sets its dtype; ``None`` otherwise).
     """
 
-    def __init__(self, steps: int, obs: Mapping[str, Tensor], action: Tensor) -> None:
+    def __init__(
+        self,
+        steps: int,
+        obs: Mapping[str, Tensor],
+        action: Tensor,
+        state: Tensor | None = None,
+    ) -> None:
         self.steps, self.num_envs = steps, int(action.shape[0])
         device = action.device
         self.obs: Obs = {
@@ -87,6 +100,9 @@ class RolloutBuffer:
         self.final_values = torch.zeros(shape, device=device)
         self.terminated = torch.zeros(shape, dtype=torch.bool, device=device)
         self.truncated = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.states: Tensor | None = None
+        if state is not None:
+            self.states = torch.empty((steps, *state.shape), dtype=state.dtype, device=device)
 
     def store(
         self,
@@ -98,10 +114,18 @@ class RolloutBuffer:
         reward: Tensor,
         terminated: Tensor,
         truncated: Tensor,
+        state: Tensor | None = None,
     ) -> None:
-        """Write step ``t``: the observation acted on and what followed."""
+        """Write step ``t``: the observation acted on (and its backbone ``state`` when the
+        buffer stores states) and what followed."""
         for key, store in self.obs.items():
             store[t] = obs[key]
+        if self.states is not None:
+            if state is None:
+                raise ValueError(
+                    "this rollout buffer stores backbone states: pass state= to store()"
+                )
+            self.states[t] = state
         self.actions[t] = action
         self.logprobs[t], self.values[t], self.rewards[t] = logprob, value, reward
         self.terminated[t], self.truncated[t] = terminated, truncated
@@ -115,6 +139,41 @@ class RolloutBuffer:
         """``(obs, actions, logprobs, values)`` with ``(T, N)`` flattened to ``B = T·N``."""
         obs = {k: v.flatten(0, 1) for k, v in self.obs.items()}
         return obs, self.actions.flatten(0, 1), self.logprobs.flatten(), self.values.flatten()
+
+    def to(self, device: str | torch.device) -> RolloutBuffer:
+        """The rollout with every tensor on ``device`` (a copy unless already there)."""
+        out = copy.copy(self)
+        out.obs = {k: v.to(device) for k, v in self.obs.items()}
+        for name in _ROLLOUT_FIELDS:
+            setattr(out, name, getattr(self, name).to(device))
+        out.states = None if self.states is None else self.states.to(device)
+        return out
+
+    @classmethod
+    def cat(cls, parts: Sequence[RolloutBuffer]) -> RolloutBuffer:
+        """The rollouts of ``parts`` (shards of the envs, same steps) side by side on the env
+        axis: every ``(T, N_i, ...)`` tensor becomes ``(T, N_1 + N_2 + ..., ...)``, in order
+        (one part is returned as it is)."""
+        if not parts:
+            raise ValueError("RolloutBuffer.cat needs at least one rollout")
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        for part in parts[1:]:
+            if part.steps != first.steps or set(part.obs) != set(first.obs):
+                raise ValueError(
+                    f"rollouts to join must have the same steps and observation keys: "
+                    f"{first.steps} steps of {sorted(first.obs)} vs {part.steps} steps of "
+                    f"{sorted(part.obs)} — collect every shard with the same settings"
+                )
+        out = copy.copy(first)
+        out.obs = {k: torch.cat([p.obs[k] for p in parts], dim=1) for k in first.obs}
+        for name in _ROLLOUT_FIELDS:
+            setattr(out, name, torch.cat([getattr(p, name) for p in parts], dim=1))
+        states = [p.states for p in parts]  # kept only when every shard stored them
+        out.states = None if any(v is None for v in states) else torch.cat(states, dim=1)
+        out.num_envs = sum(p.num_envs for p in parts)
+        return out
 
 
 # --------------------------------------------------------------------------------------

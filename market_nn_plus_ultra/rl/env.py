@@ -19,10 +19,10 @@ observation. Every operation is batched over environments and symbols (CPU or CU
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from typing import Any, ClassVar
 
 import gymnasium
-import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
@@ -40,14 +40,21 @@ from ..simulation.step import (
     fill_limit,
     limit_targets,
 )
-from ..windows.dataset import volatility_column
+from .env_state import book_from_state, book_state, load_shaper_state, restore, shaper_state
 from .market import EnvMarket
-from .observe import WindowSource, observation_space, scaled_costs, target_levels
+from .observe import (
+    WindowSource,
+    action_targets,
+    observation_space,
+    scaled_costs,
+    target_levels,
+)
 from .reward import RewardShaper
+from .starts import UNIFORM_STARTS, EpisodeStarts, StageSettings, check_settings
 
 __all__ = ["VectorTradingEnv"]
 
-_BAR_FIELDS = ("returns", "volatility", "dollar_volume", "adv", "funding")
+_EPISODE_STATE = ("row", "tau", "held", "upnl", "equity")
 
 
 class VectorTradingEnv(gymnasium.vector.VectorEnv):
@@ -67,6 +74,10 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
     ``episode_length``, ``reward_terms`` (each enabled shaping term), ``final_obs`` (the
     observation before any restart: rows of finished envs are their episode's last),
     ``_final_obs`` (bool: the env finished) and ``row`` (each env's current bar).
+
+    ``configure(episode_length=, cost_multiplier=, window=, high_vol_share=)`` changes the
+    settings at the next ``reset()`` (a curriculum stage); ``state_dict()`` /
+    ``load_state_dict(state)`` save and restore everything a step depends on.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -100,19 +111,19 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
         t = market.tensors
         self.market, self.env_cfg, self.reward_cfg = market, env, reward
         self.num_envs, self.n_symbols = int(num_envs), t.n_symbols
-        self.window, self.n_features = int(windows.window), t.n_features
+        self.n_features, self.num_regimes = t.n_features, int(num_regimes)
         self.action_mode, self.market_state = env.action, bool(market_state)
-        self.episode_length = int(env.episode_length)
         self.periods_per_year = float(market.periods_per_year)
         self._base_simulation = simulation
-        self.simulation = scaled_costs(simulation, env.cost_multiplier)
-        _check_inputs(market, simulation)
+        market.check_frictions(simulation)
         self._windows = WindowSource(market, windows, self.device)
-        tensors = self._bar_tensors(market, num_regimes)
-        self._bars, self._present, self._regime, self._state_vol = tensors
+        tensors = market.bar_tensors(num_regimes)  # on the host: move once
+        self._bars, self._present, self._regime, self._state_vol = (
+            v.to(self.device) for v in tensors
+        )
         self._has_funding = market.funding is not None
-        starts = market.start_rows(env.split, self.window, self.episode_length)
-        self.start_rows = torch.as_tensor(starts, device=self.device)  # (n_starts,)
+        sigma = torch.as_tensor(market.start_volatility(), dtype=torch.float32)
+        self._sigma = sigma.to(self.device)  # (T,) market σ at each row: the high-vol ranking
         self._levels = target_levels(self.device)  # discrete action → target
         self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self._shaper = RewardShaper(reward, self.num_envs, self.device)
@@ -122,12 +133,11 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
             if len(lags) == 1
             else LatencyBuckets.from_config(lags, simulation.latency_probs, self.device)
         )
-        self.single_observation_space, self.single_action_space = observation_space(
-            self.n_symbols, self.window, self.n_features, self.action_mode,
-            market_state=self.market_state, num_regimes=num_regimes,
-        )  # fmt: skip
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        base = StageSettings(
+            env.episode_length, env.cost_multiplier, windows.window, env.high_vol_share
+        )
+        self._pending: tuple[StageSettings, EpisodeStarts] | None = None
+        self._apply(*self._checked(base))
         self._row: Tensor | None = None  # set by reset()
 
     @classmethod
@@ -149,47 +159,74 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
             device=device,
         )
 
-    def _bar_tensors(
-        self, market: EnvMarket, num_regimes: int
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """On the device: ``[T, S, 5]`` float32 simulator inputs (NaN kept only in
-        returns), ``present``, the regime label and the market state's volatility."""
-        T, S = market.returns.shape
-        columns = []
-        for name in _BAR_FIELDS:
-            value = getattr(market, name)
-            value = np.zeros((T, S)) if value is None else np.asarray(value, dtype=np.float64)
-            # NaN σ / volume / ADV / funding charge nothing, as in simulate_execution
-            columns.append(value if name == "returns" else np.nan_to_num(value, nan=0.0))
-        bars = torch.as_tensor(np.stack(columns, axis=-1), dtype=torch.float32)
-        present = torch.as_tensor(np.asarray(market.tensors.present, dtype=bool))
-        tensors = market.tensors
-        regime = np.zeros((T, S), dtype=np.int64) if tensors.regimes is None else tensors.regimes
-        regime = torch.as_tensor(np.asarray(regime), dtype=torch.long).clamp(0, num_regimes - 1)
-        # the market state's volatility: the raw realised_vol_* input training embeds, else σ
-        column = volatility_column(tensors.feature_names)
-        if column is None:
-            state_vol = bars[:, :, 1]
-        else:
-            raw = np.asarray(tensors.inputs[:, :, column], dtype=np.float32) * tensors.mask
-            state_vol = torch.as_tensor(np.nan_to_num(raw, nan=0.0).clip(min=0.0))
-        return tuple(v.to(self.device) for v in (bars, present, regime, state_vol))
+    # ----------------------------------------------------------------------------------
+    # Stage settings (a curriculum)
+    # ----------------------------------------------------------------------------------
+
+    @property
+    def stage_settings(self) -> dict[str, Any]:
+        """The settings in force: ``episode_length``, ``cost_multiplier``, ``window`` and
+        ``high_vol_share`` (None = uniform starts)."""
+        return asdict(self._settings)
+
+    def configure(
+        self,
+        *,
+        episode_length: int | None = None,
+        cost_multiplier: float | None = None,
+        window: int | None = None,
+        high_vol_share: float | str | None = None,
+    ) -> None:
+        """Change the settings from the next ``reset()`` on; None keeps a setting.
+
+        ``window`` (1 .. ``windows.window``): observations carry the last ``window`` rows
+        and the observation spaces follow; ``high_vol_share`` in [0, 1] draws that share of
+        starts from the high-volatility start rows (:mod:`.starts`), ``UNIFORM_STARTS``
+        returns to uniform starts. Everything is checked here: an episode length that does
+        not fit the split raises now, not at the reset.
+        """
+        current = self._pending[0] if self._pending is not None else self._settings
+        share = current.high_vol_share if high_vol_share is None else high_vol_share
+        settings = StageSettings(
+            episode_length=current.episode_length if episode_length is None else episode_length,
+            cost_multiplier=current.cost_multiplier if cost_multiplier is None else cost_multiplier,
+            window=current.window if window is None else window,
+            high_vol_share=None if share == UNIFORM_STARTS else share,
+        )
+        self._pending = self._checked(settings)
 
     def set_cost_multiplier(self, multiplier: float) -> None:
-        """Scale every execution charge rate from now on (e.g. a curriculum stage)."""
-        if multiplier < 0:
-            raise ValueError(f"reinforcement.env.cost_multiplier must be >= 0, got {multiplier}")
-        self.simulation = scaled_costs(self._base_simulation, multiplier)
+        """Scale every execution charge rate from now on (``configure`` waits for a reset)."""
+        settings = replace(self._settings, cost_multiplier=multiplier)
+        self._settings = check_settings(settings, self._windows.max_window)
+        self.simulation = scaled_costs(self._base_simulation, self._settings.cost_multiplier)
+
+    def _checked(self, settings: StageSettings) -> tuple[StageSettings, EpisodeStarts]:
+        """``settings`` validated, with their start rows (the split's error if none fit)."""
+        settings = check_settings(settings, self._windows.max_window)
+        rows = self.market.start_rows(self.env_cfg.split, settings.window, settings.episode_length)
+        return settings, EpisodeStarts(torch.as_tensor(rows, device=self.device), self._sigma)
+
+    def _apply(self, settings: StageSettings, starts: EpisodeStarts) -> None:
+        """Put ``settings`` in force: costs, episodes, starts, windows and spaces."""
+        self._settings, self._starts = settings, starts
+        self.episode_length, self.window = settings.episode_length, settings.window
+        self.simulation = scaled_costs(self._base_simulation, settings.cost_multiplier)
+        self.start_rows = starts.rows  # (n_starts,)
+        self._windows.resize(settings.window)
+        self.single_observation_space, self.single_action_space = observation_space(
+            self.n_symbols, self.window, self.n_features, self.action_mode,
+            market_state=self.market_state, num_regimes=self.num_regimes,
+        )  # fmt: skip
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
 
     # ----------------------------------------------------------------------------------
     # Reset
     # ----------------------------------------------------------------------------------
 
     def _draw_starts(self) -> Tensor:
-        pick = torch.randint(
-            len(self.start_rows), (self.num_envs,), generator=self._generator, device=self.device
-        )
-        return self.start_rows[pick]  # (N,)
+        return self._starts.draw(self.num_envs, self._generator, self._settings.high_vol_share)
 
     def _given_starts(self, rows: Any) -> Tensor:
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.device).reshape(-1)
@@ -210,9 +247,13 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Start every episode afresh; ``seed`` re-seeds starts and latency draws."""
+        """Start every episode afresh under the configured settings; ``seed`` re-seeds
+        starts and latency draws."""
         if seed is not None:
             self._generator.manual_seed(int(seed))
+        if self._pending is not None:  # configure()'s settings start with these episodes
+            self._apply(*self._pending)
+            self._pending = None
         options = options or {}
         N, S = self.num_envs, self.n_symbols
         rows = options.get("start_rows")
@@ -243,36 +284,9 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
 
     def _targets(self, actions: Tensor) -> Tensor:
         """Validated actions → target positions ``[N, S]`` float32."""
-        N, S = self.num_envs, self.n_symbols
-        if not torch.is_tensor(actions):
-            raise TypeError(
-                f"actions must be a torch tensor [num_envs, n_symbols] = [{N}, {S}], got "
-                f"{type(actions).__name__} — wrap arrays with torch.as_tensor"
-            )
-        if tuple(actions.shape) != (N, S):
-            raise ValueError(
-                f"actions must be [num_envs, n_symbols] = [{N}, {S}], got {list(actions.shape)}"
-            )
-        actions = actions.to(self.device, non_blocking=True)
-        if self.action_mode == "continuous":
-            if not actions.is_floating_point():
-                raise ValueError(
-                    f"reinforcement.env.action=continuous takes float target positions in "
-                    f"[-1, 1], got {actions.dtype} — set reinforcement.env.action=discrete for "
-                    "0/1/2 actions"
-                )
-            if self.env_cfg.check_actions:
-                _check_range(actions, -1.0, 1.0, "continuous actions are target positions")
-            return actions.to(torch.float32)
-        if actions.is_floating_point() or actions.dtype == torch.bool:
-            raise ValueError(
-                f"reinforcement.env.action=discrete takes integer actions (0 = short, 1 = flat, "
-                f"2 = long), got {actions.dtype} — cast with .long(), or set "
-                "reinforcement.env.action=continuous for target positions"
-            )
-        if self.env_cfg.check_actions:
-            _check_range(actions, 0, 2, "discrete actions are 0 = short, 1 = flat, 2 = long")
-        return self._levels[actions.long()]
+        shape = (self.num_envs, self.n_symbols)
+        check = self.env_cfg.check_actions
+        return action_targets(actions, self.action_mode, shape, self._levels, check=check)
 
     def _execute(self, targets: Tensor) -> tuple[Tensor, Any]:
         """One bar of the execution simulator at each env's row: held ``[N, S]`` and the bar."""
@@ -352,6 +366,61 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
         return obs, reward.to(torch.float32), terminated, truncated, info
 
     # ----------------------------------------------------------------------------------
+    # Saving and restoring
+    # ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next steps depend on, as CPU tensors, numbers and None.
+
+        The settings in force (and any ``configure``d for the next reset), the generator
+        of starts and latency draws, each env's row, bar count, position, unrealised PnL
+        and equity, the order book and the reward shaper's state. ``torch.save`` it and
+        ``torch.load(path, weights_only=True)`` reads it back.
+        """
+        state: dict[str, Any] = {
+            "num_envs": self.num_envs,
+            "n_symbols": self.n_symbols,
+            "settings": asdict(self._settings),
+            "pending": None if self._pending is None else asdict(self._pending[0]),
+            "generator": self._generator.get_state(),
+            "started": self._row is not None,
+        }
+        if self._row is not None:
+            for name in _EPISODE_STATE:
+                state[name] = getattr(self, f"_{name}").detach().cpu().clone()
+            state["book"] = book_state(self._book)
+            state["shaper"] = shaper_state(self._shaper)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where the env that saved ``state`` (same config) stood."""
+        shape = (state.get("num_envs"), state.get("n_symbols"))
+        if shape != (self.num_envs, self.n_symbols):
+            raise ValueError(
+                f"the env state is for {shape[0]} envs x {shape[1]} symbols, this env has "
+                f"{self.num_envs} x {self.n_symbols} — build it with the same num_envs and data"
+            )
+        self._apply(*self._checked(StageSettings(**state["settings"])))
+        pending = state["pending"]
+        self._pending = None if pending is None else self._checked(StageSettings(**pending))
+        self._generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))
+        if not state["started"]:
+            self._row = None
+            return
+        N, S, device = self.num_envs, self.n_symbols, self.device
+        count, zeros = (
+            torch.zeros(N, dtype=torch.long, device=device),
+            torch.zeros(N, S, device=device),
+        )
+        like = {"row": count, "tau": count, "held": zeros, "upnl": zeros, "equity": zeros[:, 0]}
+        for name in _EPISODE_STATE:
+            setattr(self, f"_{name}", restore(state, name, like[name]))
+        lags = self.simulation.latency_bars
+        empty = None if lags == [0] else OrderBook.empty(like["held"], max(lags))
+        self._book = book_from_state(state["book"], empty)
+        load_shaper_state(self._shaper, state["shaper"])
+
+    # ----------------------------------------------------------------------------------
     # Observation
     # ----------------------------------------------------------------------------------
 
@@ -370,29 +439,3 @@ class VectorTradingEnv(gymnasium.vector.VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Nothing to release: the environment holds tensors only."""
-
-
-def _check_range(actions: Tensor, lo: float, hi: float, what: str) -> None:
-    if bool(((actions >= lo) & (actions <= hi)).all()):  # one host sync; False for NaN
-        return
-    low, high = (float(v) for v in torch.stack(torch.aminmax(actions)).double().tolist())
-    if np.isnan(low) or np.isnan(high):
-        raise ValueError(f"{what}; the actions contain NaN — check the policy's output")
-    raise ValueError(
-        f"{what} in [{lo:g}, {hi:g}]; got values from {low:.4g} to {high:.4g} — squash "
-        "or clamp the policy's output into the range"
-    )
-
-
-def _check_inputs(market: EnvMarket, cfg: SimulationConfig) -> None:
-    """Refuse frictions whose market inputs are missing, naming the option (at build time)."""
-    if cfg.participation_cap is not None and market.dollar_volume is None:
-        raise ValueError(
-            "simulation.participation_cap needs per-bar dollar volume: add a dollar_volume "
-            "column (or volume and close) or set participation_cap=null"
-        )
-    if cfg.impact_coef and market.adv is None:
-        raise ValueError(
-            "simulation.impact_coef needs average dollar volume: add a dollar_volume column "
-            "(or volume and close) or set impact_coef=0"
-        )

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
 from ..config import Config, SimulationConfig, WindowsConfig
 from ..evaluation.metrics import infer_periods_per_year
@@ -29,11 +31,15 @@ from ..windows import (
     fit_normaliser,
     purged_splits,
 )
+from ..windows.dataset import volatility_column
 
-__all__ = ["SPLITS", "EnvMarket"]
+__all__ = ["BAR_FIELDS", "SPLITS", "EnvMarket"]
 
 #: Where episodes may be drawn from (``reinforcement.env.split``).
 SPLITS = ("train", "val", "test", "all")
+
+#: The simulator inputs of a bar, in the order of :meth:`EnvMarket.bar_tensors`' last axis.
+BAR_FIELDS = ("returns", "volatility", "dollar_volume", "adv", "funding")
 
 
 @dataclass(eq=False)
@@ -183,6 +189,56 @@ class EnvMarket:
                 "shorten the episode, pick another reinforcement.env.split, or load more history"
             )
         return starts
+
+    def bar_tensors(self, num_regimes: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """CPU tensors of what a step reads: ``[T, S, 5]`` float32 simulator inputs
+        (:data:`BAR_FIELDS`; NaN kept only in returns), ``present`` ``[T, S]``, the regime
+        label clipped to ``0 .. num_regimes-1`` and the market state's volatility."""
+        T, S = self.returns.shape
+        columns = []
+        for name in BAR_FIELDS:
+            value = getattr(self, name)
+            value = np.zeros((T, S)) if value is None else np.asarray(value, dtype=np.float64)
+            # NaN σ / volume / ADV / funding charge nothing, as in simulate_execution
+            columns.append(value if name == "returns" else np.nan_to_num(value, nan=0.0))
+        bars = torch.as_tensor(np.stack(columns, axis=-1), dtype=torch.float32)
+        present = torch.as_tensor(np.asarray(self.tensors.present, dtype=bool))
+        tensors = self.tensors
+        regime = np.zeros((T, S), dtype=np.int64) if tensors.regimes is None else tensors.regimes
+        regime = torch.as_tensor(np.asarray(regime), dtype=torch.long).clamp(0, num_regimes - 1)
+        # the market state's volatility: the raw realised_vol_* input training embeds, else σ
+        column = volatility_column(tensors.feature_names)
+        if column is None:
+            state_vol = bars[:, :, 1]
+        else:
+            raw = np.asarray(tensors.inputs[:, :, column], dtype=np.float32) * tensors.mask
+            state_vol = torch.as_tensor(np.nan_to_num(raw, nan=0.0).clip(min=0.0))
+        return bars, present, regime, state_vol
+
+    def check_frictions(self, cfg: SimulationConfig) -> None:
+        """Refuse frictions whose market inputs are missing, naming the option (at build time)."""
+        if cfg.participation_cap is not None and self.dollar_volume is None:
+            raise ValueError(
+                "simulation.participation_cap needs per-bar dollar volume: add a dollar_volume "
+                "column (or volume and close) or set participation_cap=null"
+            )
+        if cfg.impact_coef and self.adv is None:
+            raise ValueError(
+                "simulation.impact_coef needs average dollar volume: add a dollar_volume column "
+                "(or volume and close) or set impact_coef=0"
+            )
+
+    def start_volatility(self) -> np.ndarray:
+        """float64 ``[T]``: the market's σ at each row, the mean of the symbols' σ at t.
+
+        σ at t is known at t (:attr:`volatility`), so ranking start rows by it looks at
+        nothing later than the start; NaN where no symbol's σ is known yet.
+        """
+        vol = np.asarray(self.volatility, dtype=np.float64)
+        known = np.isfinite(vol)
+        count = known.sum(axis=1)
+        total = np.where(known, vol, 0.0).sum(axis=1)
+        return np.divide(total, count, out=np.full(len(vol), np.nan), where=count > 0)
 
 
 def _check_grid(name: str, value: np.ndarray, shape: tuple[int, int]) -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "COST_RATES",
     "PORTFOLIO_FIELDS",
     "WindowSource",
+    "action_targets",
     "observation_space",
     "scaled_costs",
     "target_levels",
@@ -69,11 +70,28 @@ class WindowSource:
                 mean = torch.from_numpy(market.normaliser.mean).unsqueeze(1)  # (S, 1, F)
                 std = torch.from_numpy(market.normaliser.std).unsqueeze(1)
             x = normalise_window(x, m, self.mode, mean, std)  # (S, T, F), masked rows 0
-        self.shape = (S, W, F)
+        self.max_window, self._dims = W, (S, T, F)
         self._x = x.reshape(S * T, F).contiguous().to(device)
         self._m = m.reshape(S * T).to(device) if self.mode == "window_zscore" else None
-        first = torch.arange(S).view(1, S, 1) * T + torch.arange(-W + 1, 1).view(1, 1, W)
-        self._index = first.to(device)  # (1, S, W) flat row of window step w, symbol s
+        self.resize(W)
+
+    def resize(self, window: int) -> None:
+        """Gather the last ``window`` rows (``1 .. max_window``) from now on.
+
+        ``window_zscore`` then normalises each shorter window by its own rows, as training
+        with ``windows.window = window`` would; the elementwise modes give the last
+        ``window`` rows of the full window.
+        """
+        if not 1 <= window <= self.max_window:
+            raise ValueError(
+                f"window={window} must lie in 1..{self.max_window} (windows.window): "
+                "observations are cut from the configured windows — lower the window or "
+                "raise windows.window"
+            )
+        S, T, F = self._dims
+        first = torch.arange(S).view(1, S, 1) * T + torch.arange(-window + 1, 1).view(1, 1, window)
+        self._index = first.to(self._x.device)  # (1, S, W) flat row of window step w, symbol s
+        self.shape = (S, window, F)
 
     def gather(self, rows: Tensor) -> Tensor:
         """The windows ending at ``rows`` ``[N]`` (each ≥ W−1): ``[N, S, W, F]`` float32."""
@@ -134,3 +152,52 @@ def scaled_costs(cfg: SimulationConfig, multiplier: float) -> SimulationConfig:
 def target_levels(device: torch.device) -> Tensor:
     """Discrete action → target position: 0 = short (−1), 1 = flat (0), 2 = long (+1)."""
     return torch.tensor([-1.0, 0.0, 1.0], device=device)
+
+
+def action_targets(
+    actions: Tensor, mode: str, shape: tuple[int, int], levels: Tensor, *, check: bool
+) -> Tensor:
+    """Validated actions ``shape = [N, S]`` → target positions ``[N, S]`` float32 on
+    ``levels``' device (``check``: also the range, one host sync)."""
+    N, S = shape
+    if not torch.is_tensor(actions):
+        raise TypeError(
+            f"actions must be a torch tensor [num_envs, n_symbols] = [{N}, {S}], got "
+            f"{type(actions).__name__} — wrap arrays with torch.as_tensor"
+        )
+    if tuple(actions.shape) != (N, S):
+        raise ValueError(
+            f"actions must be [num_envs, n_symbols] = [{N}, {S}], got {list(actions.shape)}"
+        )
+    actions = actions.to(levels.device, non_blocking=True)
+    if mode == "continuous":
+        if not actions.is_floating_point():
+            raise ValueError(
+                f"reinforcement.env.action=continuous takes float target positions in "
+                f"[-1, 1], got {actions.dtype} — set reinforcement.env.action=discrete for "
+                "0/1/2 actions"
+            )
+        if check:
+            _check_range(actions, -1.0, 1.0, "continuous actions are target positions")
+        return actions.to(torch.float32)
+    if actions.is_floating_point() or actions.dtype == torch.bool:
+        raise ValueError(
+            f"reinforcement.env.action=discrete takes integer actions (0 = short, 1 = flat, "
+            f"2 = long), got {actions.dtype} — cast with .long(), or set "
+            "reinforcement.env.action=continuous for target positions"
+        )
+    if check:
+        _check_range(actions, 0, 2, "discrete actions are 0 = short, 1 = flat, 2 = long")
+    return levels[actions.long()]
+
+
+def _check_range(actions: Tensor, lo: float, hi: float, what: str) -> None:
+    if bool(((actions >= lo) & (actions <= hi)).all()):  # one host sync; False for NaN
+        return
+    low, high = (float(v) for v in torch.stack(torch.aminmax(actions)).double().tolist())
+    if np.isnan(low) or np.isnan(high):
+        raise ValueError(f"{what}; the actions contain NaN — check the policy's output")
+    raise ValueError(
+        f"{what} in [{lo:g}, {hi:g}]; got values from {low:.4g} to {high:.4g} — squash "
+        "or clamp the policy's output into the range"
+    )

@@ -160,7 +160,13 @@ class ActorCritic(nn.Module):
         return state or None
 
     def encode(self, obs: Mapping[str, Tensor]) -> Tensor:
-        """``obs["window"] (N, S, W, F)`` → per-symbol states ``z (N, S, D)``."""
+        """``obs["window"] (N, S, W, F)`` → per-symbol states ``z (N, S, D)``:
+        ``self.norm(self.backbone_state(obs))``."""
+        return self.norm(self.backbone_state(obs))
+
+    def backbone_state(self, obs: Mapping[str, Tensor]) -> Tensor:
+        """The backbone's last hidden step before the layer norm, ``(N, S, D)``; no autograd
+        while the backbone is frozen (the norm, which trains then, comes after it)."""
         window = obs["window"]
         if window.ndim != 4:
             raise ValueError(
@@ -172,7 +178,7 @@ class ActorCritic(nn.Module):
         state = self._market_state(obs, w)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
             h = self.backbone(x, state)  # (N·S, T', D)
-        return self.norm(h[:, -1]).view(n, s, -1)  # (N, S, D)
+        return h[:, -1].reshape(n, s, -1)  # (N, S, D)
 
     @staticmethod
     def portfolio_features(portfolio: Tensor) -> Tensor:
@@ -181,8 +187,12 @@ class ActorCritic(nn.Module):
         return torch.cat([portfolio[..., :1], equity, portfolio[..., 2:]], dim=-1)
 
     def forward(self, obs: Mapping[str, Tensor]) -> PolicyOutput:
-        z = self.encode(obs)  # (N, S, D)
-        p = self.portfolio_features(obs["portfolio"].to(z.dtype))  # (N, S, 3)
+        return self.heads(self.encode(obs), obs["portfolio"])
+
+    def heads(self, z: Tensor, portfolio: Tensor) -> PolicyOutput:
+        """The actor and the critic on per-symbol states ``z (N, S, D)`` (from
+        :meth:`encode`) and the ``(N, S, 3)`` portfolio observation."""
+        p = self.portfolio_features(portfolio.to(z.dtype))  # (N, S, 3)
         u = self.actor.hidden(z, p)
         out = self.actor.fc2(u) + self.actor.skip(z)  # (N, S, 1 | 3)
         pooled = self.critic.hidden(z, p).mean(dim=1)  # (N, D)

@@ -14,13 +14,23 @@ with Â standardised per minibatch, an early stop once the approximate KL passes
 ``target_kl``, gradient-norm clipping and a linearly annealed learning rate. Truncated
 episodes bootstrap from the critic's value of ``info["final_obs"]``; terminated ones do
 not. On CUDA the forward passes run under bf16 autocast; ``compile`` wraps the policy in
-``torch.compile``. TorchRL's ``generalized_advantage_estimate`` and ``ClipPPOLoss`` agree
+``torch.compile``. While the backbone is frozen (the first ``freeze_backbone_updates``
+updates) the update does not run it again: every minibatch trains the layer norm and the
+heads on the backbone states of the rollout (``RolloutBuffer.states``, kept while acting,
+or computed once per update when the rollout source did not keep them), with the same
+losses and gradients as encoding the windows again. TorchRL's ``generalized_advantage_estimate`` and ``ClipPPOLoss`` agree
 with :func:`gae` and :func:`ppo_loss` to 1e-5 (tests/rl/test_ppo.py).
+
+Rollouts come from :class:`~.rollout.EnvRollouts` on the learner's env, or from a
+``rollouts=`` source such as :class:`~.distributed.RayRollouts` (shards of the envs on Ray
+actors); either way the learner runs the same GAE and update on the gathered batch.
+:meth:`PPO.state_dict` holds everything a run needs to continue exactly: weights,
+optimisers, counters, the generator and the rollout source's state (env, observation,
+running episode returns).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +44,7 @@ from market_nn_plus_ultra.config.ppo import PPOConfig
 
 from .buffer import AWRStats, ReplayBuffer, RolloutBuffer, Transitions, awr_update
 from .policy import ActorCritic
+from .rollout import EnvRollouts, autocast
 
 __all__ = ["PPO", "PPOLoss", "UpdateStats", "explained_variance", "gae", "ppo_loss"]
 
@@ -147,38 +158,48 @@ class UpdateStats:
         return asdict(self)
 
 
-def _autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
-    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class PPO:
     """The learner: ``PPO(env, policy, cfg, total_updates).learn()``.
 
     ``env`` follows the ``VectorTradingEnv`` interface (dict observations, ``[N, S]``
     actions, SAME_STEP autoreset with ``info["final_obs"]``); ``total_updates`` sets the
     learning-rate schedule. ``seed`` seeds the env reset, action sampling and minibatches.
+    ``rollouts`` replaces the env as the source of rollouts (pass ``env=None``): e.g. a
+    :class:`~.distributed.RayRollouts`, whose shards reset with seeds ``seed + i`` and
+    draw their actions from their own generators.
     """
 
     def __init__(
-        self, env: Any, policy: ActorCritic, cfg: PPOConfig, total_updates: int, seed: int = 0
+        self,
+        env: Any | None,
+        policy: ActorCritic,
+        cfg: PPOConfig,
+        total_updates: int,
+        seed: int = 0,
+        *,
+        rollouts: Any | None = None,
     ) -> None:
         if total_updates < 1:
             raise ValueError(f"total_updates must be >= 1, got {total_updates}")
-        batch = env.num_envs * cfg.steps_per_rollout
+        if (env is None) == (rollouts is None):
+            raise ValueError(
+                "PPO collects from an env or from rollouts=, one of them: pass env=None with "
+                "rollouts= (the rollout source holds the environments)"
+            )
+        source = env if rollouts is None else rollouts
+        batch = source.num_envs * cfg.steps_per_rollout
         if batch < cfg.minibatches:
             raise ValueError(
                 f"reinforcement.ppo.minibatches={cfg.minibatches} exceeds the rollout batch "
-                f"({env.num_envs} envs x {cfg.steps_per_rollout} steps) — lower minibatches"
+                f"({source.num_envs} envs x {cfg.steps_per_rollout} steps) — lower minibatches"
             )
-        if policy.action_mode != env.action_mode:
+        if policy.action_mode != source.action_mode:
             raise ValueError(
                 f"the policy acts {policy.action_mode!r} but the env expects "
-                f"{env.action_mode!r} — build both from the same reinforcement.env.action"
+                f"{source.action_mode!r} — build both from the same reinforcement.env.action"
             )
-        self.env, self.policy, self.cfg = env, policy.to(env.device), cfg
-        self.device, self.total_updates = torch.device(env.device), total_updates
+        self.env, self.policy, self.cfg = env, policy.to(source.device), cfg
+        self.device, self.total_updates = torch.device(source.device), total_updates
         self.policy.eval()  # no dropout: rollout and update must score the same policy
         self.forward: Callable[[Mapping[str, Tensor]], Any] = (
             torch.compile(self.policy) if cfg.compile else self.policy
@@ -195,56 +216,31 @@ class PPO:
             self.replay = ReplayBuffer(cfg.off_policy.buffer_size, self.device)
             actor = [p for n, p in self.policy.named_parameters() if not n.startswith("critic.")]
             self.awr_optimizer = torch.optim.Adam(actor, lr=cfg.off_policy.learning_rate)
-        self._obs, _ = env.reset(seed=seed)
-        self._episode_return = torch.zeros(env.num_envs, device=self.device)
+        if rollouts is None:
+            rollouts = EnvRollouts(env, self.generator)  # one generator: actions and shuffles
+        elif callable(getattr(rollouts, "check_policy", None)):
+            rollouts.check_policy(self.policy)
+        self.rollouts = rollouts
+        self.rollouts.reset(seed)
 
     # ----------------------------------------------------------------------------------
     # Rollout
     # ----------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def collect(self) -> tuple[RolloutBuffer, Tensor, float]:
         """Play ``steps_per_rollout`` steps; ``(rollout, last value (N,), mean episode return)``."""
-        obs, buffer = self._obs, None
-        ended_sum = torch.zeros((), device=self.device)
-        ended = torch.zeros((), device=self.device)
-        for t in range(self.cfg.steps_per_rollout):
-            with _autocast(self.device, self.cfg.autocast):
-                out = self.forward(obs)
-            raw, action = self.policy.sample(out, self.generator)
-            logprob, _ = self.policy.log_prob_entropy(out, raw)
-            next_obs, reward, terminated, truncated, info = self.env.step(action)
-            if buffer is None:
-                buffer = RolloutBuffer(self.cfg.steps_per_rollout, obs, raw)
-            buffer.store(t, obs, raw, logprob, out.value, reward, terminated, truncated)
-            if truncated.any():
-                buffer.final_values[t] = torch.where(
-                    truncated, self._value(self._final_obs(info)), 0.0
-                )
-            done = terminated | truncated
-            self._episode_return += reward
-            ended_sum += torch.where(done, self._episode_return, 0.0).sum()
-            ended += done.sum()
-            self._episode_return = self._episode_return.masked_fill(done, 0.0)
-            obs = next_obs
-        self._obs = obs
-        last_value = self._value(obs)
-        n_ended = int(ended.item())
-        return buffer, last_value, float(ended_sum.item()) / n_ended if n_ended else math.nan
+        played = self.rollouts.collect(
+            self.policy,
+            self.cfg.steps_per_rollout,
+            forward=self.forward,
+            autocast_mode=self.cfg.autocast,
+        )
+        return played.buffer, played.last_value, played.episode_return
 
-    def _value(self, obs: Mapping[str, Tensor]) -> Tensor:
-        with _autocast(self.device, self.cfg.autocast):
-            return self.forward(obs).value.float()
-
-    @staticmethod
-    def _final_obs(info: Mapping[str, Any]) -> Mapping[str, Tensor]:
-        final = info.get("final_obs")
-        if not isinstance(final, Mapping) or "window" not in final:
-            raise ValueError(
-                "the env truncated an episode but info['final_obs'] holds no observation "
-                "dict — a SAME_STEP autoreset env must return the finished episode's last obs"
-            )
-        return final
+    def reset_env(self, seed: int | None = None) -> None:
+        """Restart every episode (``seed`` re-seeds the envs) and the running episode returns,
+        e.g. after a curriculum stage changed the envs' settings."""
+        self.rollouts.reset(seed)
 
     # ----------------------------------------------------------------------------------
     # Update
@@ -253,8 +249,11 @@ class PPO:
     def _minibatch_loss(self, batch: Mapping[str, Any], idx: Tensor) -> PPOLoss:
         cfg = self.cfg
         obs = {k: v[idx] for k, v in batch["obs"].items()}
-        with _autocast(self.device, cfg.autocast):
-            out = self.forward(obs)
+        with autocast(self.device, cfg.autocast):
+            if "states" in batch:  # frozen backbone: its states of the rollout, not re-run
+                out = self.policy.heads(self.policy.norm(batch["states"][idx]), obs["portfolio"])
+            else:
+                out = self.forward(obs)
         new_logprob, entropy = self.policy.log_prob_entropy(out, batch["actions"][idx])
         adv = batch["advantages"][idx]
         if cfg.normalise_advantages:
@@ -275,7 +274,14 @@ class PPO:
 
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """``update_epochs`` x ``minibatches`` gradient steps on a flattened rollout ``batch``
-        (keys obs, actions, logprobs, values, advantages, returns); mean diagnostics."""
+        (keys obs, actions, logprobs, values, advantages, returns; optionally states, the
+        frozen backbone's :meth:`~.policy.ActorCritic.backbone_state` of each observation,
+        which the minibatches then use in place of the windows); mean diagnostics."""
+        if "states" in batch and not self.policy.backbone_frozen:
+            raise ValueError(
+                "the batch holds backbone states but the backbone trains — states stand in for "
+                "the windows only while it is frozen (reinforcement.ppo.freeze_backbone_updates)"
+            )
         cfg = self.cfg
         size = batch["returns"].shape[0]
         mb = size // cfg.minibatches
@@ -334,6 +340,12 @@ class PPO:
             "advantages": advantages.flatten(),
             "returns": returns.flatten(),
         }
+        if frozen:
+            batch["states"] = (
+                rollout.states.flatten(0, 1)
+                if rollout.states is not None
+                else self._backbone_states(obs)
+            )
         diag = self.update(batch)
         awr = self._off_policy(batch)
         t2 = time.perf_counter()
@@ -354,6 +366,19 @@ class PPO:
             update_seconds=t2 - t1,
             **diag,
         )
+
+    @torch.no_grad()
+    def _backbone_states(self, obs: Mapping[str, Tensor]) -> Tensor:
+        """The frozen backbone's states ``(B, S, D)`` of a flattened batch, one pass in
+        minibatch-sized chunks (for rollout sources that did not keep them)."""
+        size = obs["window"].shape[0]
+        chunk = max(1, size // self.cfg.minibatches)
+        parts = []
+        for start in range(0, size, chunk):
+            part = {k: v[start : start + chunk] for k, v in obs.items()}
+            with autocast(self.device, self.cfg.autocast):
+                parts.append(self.policy.backbone_state(part))
+        return torch.cat(parts)
 
     def _off_policy(self, batch: Mapping[str, Any]) -> AWRStats:
         if self.replay is None or self.awr_optimizer is None:
@@ -386,24 +411,30 @@ class PPO:
     # ----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Policy, optimisers, counters and the sampling generator (tensors and numbers
-        only, so ``torch.load(weights_only=True)`` reads it back)."""
+        """Policy, optimisers, counters, the generator and the rollout source's state (the
+        env's, the current observation, the running episode returns): tensors and numbers
+        only, so ``torch.load(weights_only=True)`` reads it back. The replay buffer of the
+        off-policy option is not saved."""
         state = {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "update_count": self.update_count,
             "env_steps": self.env_steps,
             "generator": self.generator.get_state(),
+            "rollouts": self.rollouts.state_dict(),
         }
         if self.awr_optimizer is not None:
             state["awr_optimizer"] = self.awr_optimizer.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (the env restarts from its own state)."""
+        """Restore what :meth:`state_dict` saved: the next update is the one the saved run
+        would have made (a state without ``rollouts`` leaves the envs as they are)."""
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.update_count, self.env_steps = int(state["update_count"]), int(state["env_steps"])
         self.generator.set_state(state["generator"])
         if self.awr_optimizer is not None and "awr_optimizer" in state:
             self.awr_optimizer.load_state_dict(state["awr_optimizer"])
+        if "rollouts" in state:
+            self.rollouts.load_state_dict(state["rollouts"])

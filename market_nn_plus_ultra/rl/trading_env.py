@@ -59,6 +59,8 @@ class TradingEnv(gymnasium.Env):
         """Start an episode; ``seed`` fixes its start (and the latency draws after it)."""
         super().reset(seed=seed)
         obs, info = self.vector.reset(seed=seed, options=options)
+        # a reset puts the vector env's configure()d settings in force: its spaces follow
+        self.observation_space = self.vector.single_observation_space
         return _numpy(obs), {"row": int(info["row"][0])}
 
     def step(

@@ -6,6 +6,8 @@ Everything lands in ``training.checkpoint_dir``::
     model_info.json          feature columns, n_features, symbols, window, horizon,
                              supervision (mode, sequence length, min context), splits,
                              per-symbol bars / usable cells / windows (symbol_usage)
+    drift_reference.json     each input feature's training distribution (PSI bins and
+                             quantiles) that a service measures drift against
     best.ckpt, last.ckpt     best by training.monitor; the latest epoch (or step)
     steps/step-000100.ckpt   every training.checkpoint_every_n_steps steps (for --resume)
     logs/csv/metrics.csv     per-step and per-epoch metrics (TensorBoard/W&B/MLflow beside)
@@ -46,6 +48,7 @@ from .checks import check_config
 from .curriculum import CurriculumCallback, CurriculumScheduler
 from .data import MarketDataModule
 from .diagnostics import TrainingDiagnosticsCallback
+from .drift_reference import DRIFT_REFERENCE_FILE, fit_drift_reference, save_drift_reference
 from .module import TradingModule
 from .safe_load import CheckpointError, read_checkpoint
 from .tracking import build_loggers
@@ -281,6 +284,11 @@ def train(
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
         _write_json(out / "model_info.json", _model_info(dm, cfg, periods))
+        train_rows = dm.splits["train"].input_rows
+        reference = fit_drift_reference(
+            dm.tensors, train_rows, bins=cfg.service.psi_bins, quantiles=cfg.service.drift_quantiles
+        )
+        save_drift_reference(reference, out / DRIFT_REFERENCE_FILE)
     trainer.fit(
         module,
         datamodule=dm,

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["WindowsError", "check_column", "check_index", "panel_codes", "resolve_columns"]
+__all__ = [
+    "WindowsError",
+    "check_cells",
+    "check_column",
+    "check_index",
+    "panel_codes",
+    "resolve_columns",
+]
 
 
 class WindowsError(ValueError):
@@ -56,7 +63,9 @@ def resolve_columns(
         raise WindowsError(
             f"feature_columns lists {', '.join(dup)} more than once — list each once"
         )
-    bad = [c for c in [*features, *context] if not pd.api.types.is_numeric_dtype(panel[c])]
+    # dtypes by name: ``panel[c]`` would build a Series (and copy the index) per column
+    dtypes = dict(zip(panel.columns, panel.dtypes, strict=True))
+    bad = [c for c in [*features, *context] if not pd.api.types.is_numeric_dtype(dtypes[c])]
     if bad:
         raise WindowsError(
             f"panel columns {', '.join(bad)} are not numeric — encode them as numbers or leave "
@@ -107,3 +116,42 @@ def panel_codes(panel: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Datetim
     symbols = [str(s) for s in index.levels[1]]
     s_codes = np.asarray(index.codes[1], dtype=np.int64)
     return np.asarray(t_codes, dtype=np.int64), s_codes, calendar, symbols
+
+
+def check_cells(
+    columns: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    t_codes: np.ndarray,
+    s_codes: np.ndarray,
+    timestamps: pd.DatetimeIndex,
+    symbols: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex, list[str]]:
+    """:func:`panel_codes` for bars given as arrays: the codes (int64), the calendar (UTC,
+    ns) and the symbols, checked — every column of ``names`` present, numeric and one value
+    per bar, codes in range, each (timestamp, symbol) cell once, a rising calendar."""
+    t_codes = np.asarray(t_codes, dtype=np.int64)
+    s_codes = np.asarray(s_codes, dtype=np.int64)
+    n = len(t_codes)
+    if n == 0:
+        raise WindowsError("no bars — pass at least one (timestamp, symbol) cell")
+    if len(s_codes) != n:
+        raise WindowsError(f"t_codes has {n} bars, s_codes {len(s_codes)}: one code pair per bar")
+    for name in dict.fromkeys(names):
+        if name not in columns:
+            raise WindowsError(
+                f"no column `{name}` among the arrays ({', '.join(map(str, columns)) or 'none'})"
+            )
+        values = columns[name]
+        if len(values) != n or not np.issubdtype(np.asarray(values).dtype, np.number):
+            raise WindowsError(f"column `{name}` must hold {n} numbers, one per bar")
+    if not isinstance(timestamps, pd.DatetimeIndex) or timestamps.tz is None:
+        raise WindowsError("timestamps must be a tz-aware DatetimeIndex (the UTC calendar)")
+    T, S = len(timestamps), len(symbols)
+    if t_codes.min() < 0 or t_codes.max() >= T or s_codes.min() < 0 or s_codes.max() >= S:
+        raise WindowsError(f"codes must index the {T} timestamps and {S} symbols")
+    if T > 1 and not (np.diff(timestamps.asi8) > 0).all():
+        raise WindowsError("timestamps must rise strictly (the sorted union calendar)")
+    if np.bincount(t_codes * S + s_codes, minlength=T * S).max() > 1:
+        raise WindowsError("a (timestamp, symbol) cell appears more than once — send each once")
+    calendar = timestamps.tz_convert("UTC").as_unit("ns")
+    return t_codes, s_codes, calendar, [str(s) for s in symbols]

@@ -18,24 +18,36 @@ gives the *simple* return from t to t+1, the ``realised_return_t`` of the backte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ._panel import WindowsError, check_column, check_index, panel_codes, resolve_columns
+from ._fill import Cells, check_target, forward_returns, regime_codes, scatter
+from ._panel import (
+    WindowsError,
+    check_cells,
+    check_column,
+    check_index,
+    panel_codes,
+    resolve_columns,
+)
 
 __all__ = ["MarketTensors", "WindowsError"]
 
-_TARGETS = ("simple_return", "log_return")
-_COLUMN_CHUNK = 16  # feature columns copied per pass: bounds the float32 staging block
 Alloc = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
 
 def _zeros(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
+
+
+def _stack(columns: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """float32 ``(N, len(names))``; values beyond float32 become ±inf (non-finite, masked)."""
+    with np.errstate(over="ignore"):
+        return np.column_stack([columns[c] for c in names]).astype(np.float32)
 
 
 @dataclass(eq=False)
@@ -225,52 +237,113 @@ class MarketTensors:
         ``alloc(name, shape, dtype)`` returns a zeroed array to fill (``np.zeros`` by
         default; the memmap cache passes ``numpy.lib.format.open_memmap``).
         """
-        alloc = alloc or _zeros
         check_index(panel)
-        if horizon < 1:
-            raise WindowsError(f"horizon must be >= 1 (forward bars in each target), got {horizon}")
-        if target not in _TARGETS:
-            raise WindowsError(f"target {target!r} is unknown — use one of {', '.join(_TARGETS)}")
+        check_target(horizon, target)
         features, context = resolve_columns(panel, feature_columns, context_columns, regime_column)
         check_column(panel, close_column, "close_column", "targets are forward returns of close")
         t_codes, s_codes, timestamps, symbols = panel_codes(panel)
-        shape = (len(timestamps), len(symbols))
+        return cls._build(
+            lambda names: panel[names].to_numpy(dtype=np.float32, na_value=np.nan),
+            panel[close_column].to_numpy(dtype=np.float64, na_value=np.nan),
+            None if regime_column is None else panel[regime_column],
+            Cells(t_codes, s_codes, timestamps, symbols),
+            features,
+            context,
+            horizon,
+            target,
+            alloc or _zeros,
+        )
 
+    @classmethod
+    def from_arrays(
+        cls,
+        columns: Mapping[str, np.ndarray],
+        t_codes: np.ndarray,
+        s_codes: np.ndarray,
+        timestamps: pd.DatetimeIndex,
+        symbols: Sequence[str],
+        feature_columns: Sequence[str],
+        *,
+        horizon: int = 5,
+        target: str = "simple_return",
+        close_column: str = "close",
+        context_columns: Sequence[str] = (),
+        regime_column: str | None = None,
+    ) -> MarketTensors:
+        """:meth:`from_panel` without a DataFrame: the same tensors from ``(N,)`` arrays.
+
+        Bar ``i`` is the cell ``(timestamps[t_codes[i]], symbols[s_codes[i]])``, its
+        column values ``columns[name][i]``; ``timestamps`` is the rising union calendar
+        (UTC), rows may come in any order. Each cell at most once.
+        """
+        check_target(horizon, target)
+        wanted = [*feature_columns, *context_columns, close_column]
+        wanted += [] if regime_column is None else [regime_column]
+        cells = check_cells(columns, wanted, t_codes, s_codes, timestamps, symbols)
+        features, context = list(feature_columns), list(context_columns)
+        return cls._build(
+            lambda names: _stack(columns, names),
+            np.asarray(columns[close_column], dtype=np.float64),
+            None if regime_column is None else np.asarray(columns[regime_column]),
+            Cells(*cells),
+            features,
+            context,
+            horizon,
+            target,
+            _zeros,
+        )
+
+    @classmethod
+    def _build(
+        cls,
+        block: Callable[[list[str]], np.ndarray],
+        close_values: np.ndarray,
+        regime_values: pd.Series | np.ndarray | None,
+        cells: Cells,
+        features: list[str],
+        context: list[str],
+        horizon: int,
+        target: str,
+        alloc: Alloc,
+    ) -> MarketTensors:
+        """The arrays from per-bar values: ``block(names)`` gives float32 ``(N, len(names))``."""
+        t_codes, s_codes = cells.t_codes, cells.s_codes
+        shape = (len(cells.timestamps), len(cells.symbols))
         present = alloc("present", shape, np.dtype(bool))
         present[t_codes, s_codes] = True
         inputs = alloc("inputs", (*shape, len(features)), np.dtype(np.float32))
-        missing = alloc("missing", (len(symbols), len(features)), np.dtype(np.int64))
-        finite = _scatter(panel, features, t_codes, s_codes, inputs, missing)
+        missing = alloc("missing", (len(cells.symbols), len(features)), np.dtype(np.int64))
+        finite = scatter(block, features, t_codes, s_codes, inputs, missing)
         mask = alloc("mask", shape, np.dtype(bool))
         mask[t_codes, s_codes] = finite
 
         ctx = None
         if context:
             ctx = alloc("context", (*shape, len(context)), np.dtype(np.float32))
-            _scatter(panel, context, t_codes, s_codes, ctx)
+            scatter(block, context, t_codes, s_codes, ctx)
         regimes, labels = None, []
-        if regime_column is not None:
+        if regime_values is not None:
             regimes = alloc("regimes", shape, np.dtype(np.int64))
             regimes[:] = -1
-            codes, labels = _regime_codes(panel[regime_column])
+            codes, labels = regime_codes(regime_values)
             regimes[t_codes, s_codes] = codes
 
         close = np.full(shape, np.nan)
-        close[t_codes, s_codes] = panel[close_column].to_numpy(dtype=np.float64, na_value=np.nan)
+        close[t_codes, s_codes] = close_values
         targets = alloc("targets", (*shape, horizon), np.dtype(np.float32))
         target_mask = alloc("target_mask", (*shape, horizon), np.dtype(bool))
         simple = None
         if target != "simple_return":  # the backtest's return t → t+1, beside the targets
             simple = alloc("simple_returns", shape, np.dtype(np.float32))
-        _forward_returns(close, present, target, targets, target_mask, simple)
+        forward_returns(close, present, target, targets, target_mask, simple)
         return cls(
             inputs=inputs,
             targets=targets,
             mask=mask,
             target_mask=target_mask,
             present=present,
-            timestamps=timestamps,
-            symbols=symbols,
+            timestamps=cells.timestamps,
+            symbols=cells.symbols,
             feature_names=features,
             target=target,
             regimes=regimes,
@@ -305,80 +378,3 @@ class MarketTensors:
         from .cache import open_memmap
 
         return open_memmap(Path(directory))
-
-
-# --------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------
-
-
-def _scatter(
-    panel: pd.DataFrame,
-    columns: list[str],
-    t_codes: np.ndarray,
-    s_codes: np.ndarray,
-    out: np.ndarray,
-    missing: np.ndarray | None = None,
-) -> np.ndarray:
-    """Copy ``columns`` into ``out[t, s, :]`` a few columns at a time; NaN/inf → 0.
-
-    Returns bool ``[N]``: every value of the panel row was finite. ``missing`` ``[S, F]``,
-    when given, receives per symbol the count of non-finite values of each column.
-    """
-    finite = np.ones(len(panel), dtype=bool)
-    for start in range(0, len(columns), _COLUMN_CHUNK):
-        chunk = columns[start : start + _COLUMN_CHUNK]
-        block = panel[chunk].to_numpy(dtype=np.float32, na_value=np.nan)  # (N, f)
-        ok = np.isfinite(block)
-        finite &= ok.all(axis=1)
-        if missing is not None:  # zero-filled by alloc: only columns with a NaN need counting
-            for j in np.flatnonzero(~ok.all(axis=0)):
-                bad = s_codes[~ok[:, j]]  # (n_bad,) symbol code of each non-finite value
-                missing[:, start + j] = np.bincount(bad, minlength=missing.shape[0])
-        out[t_codes, s_codes, start : start + len(chunk)] = np.where(ok, block, np.float32(0))
-    return finite
-
-
-def _regime_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Regime labels → int64 codes (-1 unknown); text labels are factorised (sorted)."""
-    if pd.api.types.is_numeric_dtype(column):
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        codes = np.where(np.isfinite(values), values, -1).astype(np.int64)
-        return codes, []
-    codes, labels = pd.factorize(column, sort=True)
-    return codes.astype(np.int64), [str(label) for label in labels]
-
-
-def _forward_returns(
-    close: np.ndarray,
-    present: np.ndarray,
-    target: str,
-    out: np.ndarray,
-    out_mask: np.ndarray,
-    simple_out: np.ndarray | None = None,
-) -> None:
-    """Fill ``out[t, s, h-1]`` with each symbol's return from its (h-1)-th to h-th next bar.
-
-    ``simple_out`` ``[T, S]``, when given, gets the simple return of the first step (the
-    same cells as ``out_mask[..., 0]``, NaN elsewhere).
-    """
-    sym, rows = np.nonzero(present.T)  # every bar, sorted by (symbol, time)
-    price = close.T[sym, rows]
-    counts = np.bincount(sym, minlength=present.shape[1])
-    last = np.repeat(np.cumsum(counts) - 1, counts)  # index of each bar's symbol's last bar
-    n = len(rows)
-    out[:] = np.nan
-    if simple_out is not None:
-        simple_out[:] = np.nan
-    for h in range(1, out.shape[2] + 1):  # a loop over horizons, each step vectorised
-        ahead = np.arange(n) + h
-        ok = ahead <= last
-        now = price[np.minimum(ahead, n - 1)]
-        prev = price[np.minimum(ahead - 1, n - 1)]
-        ratio = np.divide(now, prev, out=np.full_like(now, np.nan), where=ok & (prev > 0))
-        ok &= np.isfinite(ratio) & (ratio > 0)
-        value = np.log(ratio) if target == "log_return" else ratio - 1.0
-        out[rows[ok], sym[ok], h - 1] = value[ok]
-        out_mask[rows[ok], sym[ok], h - 1] = True
-        if h == 1 and simple_out is not None:
-            simple_out[rows[ok], sym[ok]] = ratio[ok] - 1.0

@@ -12,7 +12,11 @@ from statsmodels.stats.multitest import multipletests
 
 from market_nn_plus_ultra.evaluation.bootstrap import compare_sharpe
 from market_nn_plus_ultra.evaluation.metrics import sharpe_ratio
-from market_nn_plus_ultra.evaluation.paired import holm_adjust, sharpe_differences
+from market_nn_plus_ultra.evaluation.paired import (
+    holm_adjust,
+    mean_sharpe_lift,
+    sharpe_differences,
+)
 
 KEYS = {"estimate", "low", "high", "p_value", "p_adjusted", "significant", "n"}
 
@@ -172,3 +176,36 @@ def test_errors_name_the_problem():
         sharpe_differences(model, {"b": model}, level=95)
     with pytest.raises(TypeError, match="b returns are a ndarray"):
         sharpe_differences(model, {"b": model.to_numpy()})
+
+
+def test_mean_lift_over_runs_matches_arch_applied_to_every_run_at_once():
+    """The pooled lift: one index set per resample for every run and the baseline."""
+    rng = np.random.default_rng(11)
+    market = rng.normal(0.0004, 0.01, 300)
+    runs = [market + rng.normal(0.0002 * k, 0.004, 300) for k in range(3)]
+    base = market + rng.normal(0.0, 0.004, 300)
+    block, reps, seed = 5.0, 300, 4
+    got = mean_sharpe_lift(
+        [_series(r) for r in runs], _series(base), reps=reps, block_length=block, seed=seed
+    )
+    estimate = np.mean([sharpe_ratio(r) - sharpe_ratio(base) for r in runs])
+    assert got["estimate"] == pytest.approx(estimate, rel=1e-12)
+    bs = StationaryBootstrap(block, base, *runs, seed=np.random.default_rng(seed))
+    star = bs.apply(lambda b, *rs: np.array([np.mean([_sharpe(r) - _sharpe(b) for r in rs])]), reps)
+    low, high = np.quantile(star[:, 0], [0.025, 0.975])
+    assert got["low"] == pytest.approx(low, rel=1e-9)
+    assert got["high"] == pytest.approx(high, rel=1e-9)
+    assert got["n"] == 300 and got["runs"] == 3
+
+
+def test_mean_lift_of_one_run_is_the_paired_difference():
+    rng = np.random.default_rng(5)
+    market = rng.normal(0.0003, 0.01, 250)
+    run, base = market + rng.normal(0.0, 0.003, 250), market + rng.normal(0.0, 0.003, 250)
+    kwargs = {"reps": 200, "block_length": 3.0, "seed": 1}
+    pooled = mean_sharpe_lift([_series(run)], _series(base), **kwargs)
+    paired = sharpe_differences(_series(run), {"b": _series(base)}, adjust="none", **kwargs)["b"]
+    for key in ("estimate", "low", "high", "p_value", "prob_beat"):
+        assert pooled[key] == pytest.approx(paired[key], rel=1e-12)
+    same = mean_sharpe_lift([_series(base)] * 2, _series(base), **kwargs)
+    assert same["estimate"] == 0.0 and same["p_value"] == 1.0

@@ -58,8 +58,11 @@ def config_table_rows() -> list[str]:
 
 def test_docs_table_lists_every_ppo_field_with_its_default() -> None:
     lines = (ROOT / "docs" / "rl.md").read_text(encoding="utf-8").splitlines()
-    assert TABLE_HEADER in lines, "docs/rl.md has no reinforcement.ppo table"
-    start = lines.index(TABLE_HEADER) + 2  # after the header and its |---| line
+    heading = "### Configuration: `reinforcement.ppo`"
+    assert heading in lines, "docs/rl.md has no reinforcement.ppo configuration section"
+    below = lines.index(heading)
+    assert TABLE_HEADER in lines[below:], "docs/rl.md has no reinforcement.ppo table"
+    start = lines.index(TABLE_HEADER, below) + 2  # after the header and its |---| line
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     documented, expected = lines[start:end], config_table_rows()
     assert documented == expected, (
