@@ -135,10 +135,12 @@ class DriftMonitor:
                 return  # a model in a reload's gap: its rows do not fit this reference
             size = len(self._rows)
             rows = rows[-size:]
-            at = (self._next + np.arange(len(rows))) % size
-            self._rows[at] = rows
-            self._next = int((self._next + len(rows)) % size)
-            self._count = min(size, self._count + len(rows))
+            start, n = self._next, len(rows)
+            head = min(n, size - start)
+            self._rows[start : start + head] = rows[:head]
+            self._rows[: n - head] = rows[head:]  # the part that wraps around
+            self._next = (start + n) % size
+            self._count = min(size, self._count + n)
 
     def rows(self) -> np.ndarray:
         """The window's feature rows ``(n, F)``, oldest first (a copy)."""

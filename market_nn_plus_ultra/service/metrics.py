@@ -139,6 +139,7 @@ class ServiceMetrics:
         """Positions, freshness, live statistics and drift."""
         self._lock = threading.Lock()
         self._newest_bar = -math.inf
+        self._series: dict[int, set[str]] = {}  # label values in each labelled gauge
         self.model_data_end = Gauge(
             "plus_ultra_model_data_end_timestamp_seconds",
             "Unix time of the newest bar the model in service was trained on (its staleness).",
@@ -241,15 +242,17 @@ class ServiceMetrics:
 
     def observe_served(self, positions: np.ndarray, newest_bar: float) -> None:
         """One served prediction: its positions and its newest input bar (unix seconds)."""
-        for p in positions.tolist():
+        values = positions.tolist()  # plain floats: cheaper than numpy on a few symbols
+        for p in values:
             self.positions.observe(p)
-        if len(positions):
-            self.gross.set(float(np.mean(np.abs(positions))))
-            self.net.set(float(np.mean(positions)))
-        with self._lock:  # the newest bar only moves forward (a backfill does not rewind it)
-            if newest_bar > self._newest_bar:
-                self._newest_bar = newest_bar
-                self.input_bar.set(newest_bar)
+        if values:
+            self.gross.set(sum(map(abs, values)) / len(values))
+            self.net.set(sum(values) / len(values))
+        if newest_bar > self._newest_bar:  # only moves forward: a backfill does not rewind it
+            with self._lock:
+                if newest_bar > self._newest_bar:
+                    self._newest_bar = newest_bar
+                    self.input_bar.set(newest_bar)
 
     def publish_live(self, stats: LiveStats) -> None:
         """The live statistics of the model in service."""
@@ -258,33 +261,31 @@ class ServiceMetrics:
         self.roi_drift.set(_value(stats.roi_drift))
         self.roi_drift_z.set(_value(stats.roi_drift_z))
         self.hit_rate_drift.set(_value(stats.hit_rate_drift))
-        self.calibration_error.clear()
-        self.calibration_drift.clear()
-        pairs = (
-            ("ece", stats.ece, stats.ece_drift),
-            (
-                "quantile_coverage",
-                stats.quantile_coverage_error,
-                stats.quantile_coverage_error_drift,
-            ),
-        )
-        for name, error, drift in pairs:
-            if error is not None:
-                self.calibration_error.labels(name).set(error)
-            if drift is not None:
-                self.calibration_drift.labels(name).set(drift)
+        errors = {"ece": stats.ece, "quantile_coverage": stats.quantile_coverage_error}
+        drifts = {"ece": stats.ece_drift, "quantile_coverage": stats.quantile_coverage_error_drift}
+        self._replace(self.calibration_error, {k: v for k, v in errors.items() if v is not None})
+        self._replace(self.calibration_drift, {k: v for k, v in drifts.items() if v is not None})
 
     def publish_drift(self, report: DriftReport) -> None:
         """The feature drift of the served inputs."""
-        self.feature_psi.clear()
-        self.feature_ks.clear()
         self.drift_available.set(int(report.available))
         self.drift_rows.set(report.rows)
-        for d in report.features:
-            self.feature_psi.labels(d.feature).set(d.psi)
-            self.feature_ks.labels(d.feature).set(d.ks)
+        self._replace(self.feature_psi, {d.feature: d.psi for d in report.features})
+        self._replace(self.feature_ks, {d.feature: d.ks for d in report.features})
         self.drifted_features.set(len(report.drifted) if report.available else math.nan)
         self.regime_shift.set(int(report.regime_shift) if report.available else math.nan)
+
+    def _replace(self, gauge: Gauge, values: dict[str, float]) -> None:
+        """Set the one-label ``gauge`` to ``values`` and drop its other series. Series that
+        stay are overwritten, never cleared first: a concurrent scrape sees each of them
+        throughout (a gap would restart the ``for:`` clock of an alert on it)."""
+        with self._lock:
+            known = self._series.get(id(gauge), set())
+            for key, value in values.items():
+                gauge.labels(key).set(value)
+            for key in known - values.keys():
+                gauge.remove(key)
+            self._series[id(gauge)] = set(values)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -15,7 +15,11 @@ from prometheus_client import generate_latest
 
 from market_nn_plus_ultra.cli._common import _JsonFormatter
 from market_nn_plus_ultra.inference import Agent
-from market_nn_plus_ultra.service.drift import population_stability_index
+from market_nn_plus_ultra.service.drift import (
+    DriftReport,
+    FeatureDrift,
+    population_stability_index,
+)
 from market_nn_plus_ultra.service.metrics import POSITION_BUCKETS, ServiceMetrics
 from market_nn_plus_ultra.service.outcomes import Expectation, LiveTracker
 from market_nn_plus_ultra.service.predictor import ModelOutputs
@@ -238,3 +242,18 @@ def test_the_expectation_reads_the_last_validation_calibration(tmp_path):
     frame.to_parquet(tmp_path / "diagnostics.parquet")
     e = Expectation.from_run(tmp_path)
     assert e.ece == 0.12 and e.quantile_coverage_error == 0.03 and e.mean_return is None
+
+
+def test_drift_gauges_follow_the_report():
+    metrics = ServiceMetrics()
+    base = {"source": "checkpoint", "rows": 5, "window": 10, "min_rows": 2, "psi_threshold": 0.25}
+    both = [FeatureDrift("a", 0.3, 0.2), FeatureDrift("b", 0.05, 0.1)]
+    metrics.publish_drift(DriftReport(True, None, features=both, drifted=["a"], **base))
+    text = generate_latest(metrics.registry).decode()
+    assert 'plus_ultra_feature_drift_psi{feature="a"} 0.3' in text
+    assert 'plus_ultra_feature_drift_ks{feature="b"} 0.1' in text
+    assert "plus_ultra_drifted_features 1.0" in text and "plus_ultra_regime_shift 0.0" in text
+    metrics.publish_drift(DriftReport(False, "no reference", **base))
+    text = generate_latest(metrics.registry).decode()
+    assert 'feature="a"' not in text and 'feature="b"' not in text
+    assert "plus_ultra_drift_available 0.0" in text and "plus_ultra_regime_shift NaN" in text
