@@ -5,7 +5,7 @@ load generator in another.
   service (``market_nn_plus_ultra.service:create_app`` under uvicorn, one worker) or the
   *framework floor* (a bare FastAPI app whose ``POST /predict`` returns a constant, the
   same uvicorn settings) — and waits for ``GET /ready``.
-- :func:`load` drives one server from a separate (spawned) process: ``concurrency``
+- :func:`load` drives one server from a separate process (``service_http.py load``): ``concurrency``
   keep-alive connections, each sending pre-serialised HTTP/1.1 requests back to back
   (asyncio streams, uvloop when installed), for a fixed time after a warm-up. A
   response is read to its last byte (``Content-Length``) before the next request goes.
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -156,7 +157,7 @@ async def _drive(port, payload, concurrency, warmup, duration) -> dict:
     return out
 
 
-def _load_main(port, payload, concurrency, warmup, duration, queue) -> None:
+def _load_main(port: int, payload: Path, concurrency: int, warmup: float, duration: float):
     try:
         import uvloop
 
@@ -164,23 +165,28 @@ def _load_main(port, payload, concurrency, warmup, duration, queue) -> None:
     except ImportError:
         run = asyncio.run
     cpu0 = time.process_time()
-    out = run(_drive(port, payload, concurrency, warmup, duration))
+    out = run(_drive(port, payload.read_bytes(), concurrency, warmup, duration))
     out["client_cpu_s"] = time.process_time() - cpu0
-    queue.put(out)
+    lat = np.asarray(out.pop("latency")) * 1e3
+    out["p50_ms"] = float(np.percentile(lat, 50)) if len(lat) else float("nan")
+    out["p99_ms"] = float(np.percentile(lat, 99)) if len(lat) else float("nan")
+    out["mean_ms"] = float(lat.mean()) if len(lat) else float("nan")
+    print(json.dumps(out))
 
 
 def load(port: int, payload: bytes, concurrency: int, warmup: float, duration: float) -> dict:
     """Latency percentiles (ms), requests/s and errors of ``duration`` seconds of load
-    after ``warmup`` seconds, from a separate process."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(
-        target=_load_main, args=(port, payload, concurrency, warmup, duration, queue)
-    )
-    proc.start()
-    out = queue.get(timeout=warmup + duration + 120)
-    proc.join(timeout=30)
-    lat = np.asarray(out["latency"]) * 1e3
+    after ``warmup`` seconds, from a separate process (``service_http.py load``)."""
+    with tempfile.NamedTemporaryFile(suffix=".http") as f:
+        f.write(payload)
+        f.flush()
+        cmd = [sys.executable, str(HERE), "load", "--port", str(port), "--payload", f.name]
+        cmd += ["--concurrency", str(concurrency), "--warmup", str(warmup)]
+        cmd += ["--duration", str(duration)]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=True, timeout=warmup + duration + 120
+        )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
     return {
         "concurrency": concurrency,
         "requests": int(out["n"]),
@@ -188,9 +194,9 @@ def load(port: int, payload: bytes, concurrency: int, warmup: float, duration: f
         "first_error": out.get("error"),
         "seconds": round(out["elapsed"], 3),
         "requests_per_s": out["n"] / out["elapsed"] if out["elapsed"] > 0 else 0.0,
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-        "mean_ms": float(lat.mean()) if len(lat) else float("nan"),
+        "p50_ms": out["p50_ms"],
+        "p99_ms": out["p99_ms"],
+        "mean_ms": out["mean_ms"],
         "client_cpu_s": out["client_cpu_s"],
     }
 
@@ -203,8 +209,17 @@ def main() -> None:
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--http", default="h11")
     serve.add_argument("--loop", default="asyncio")
+    gen = sub.add_parser("load")
+    gen.add_argument("--port", type=int, required=True)
+    gen.add_argument("--payload", type=Path, required=True, help="the HTTP request's bytes")
+    gen.add_argument("--concurrency", type=int, default=1)
+    gen.add_argument("--warmup", type=float, default=1.0)
+    gen.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args()
-    _serve(args.kind, args.port, args.http, args.loop)
+    if args.command == "serve":
+        _serve(args.kind, args.port, args.http, args.loop)
+    else:
+        _load_main(args.port, args.payload, args.concurrency, args.warmup, args.duration)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["PRICES", "BarArrays", "bar_arrays"]
 
 PRICES = ("open", "high", "low", "close", "volume")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _ABSENT = object()
 
 
@@ -66,10 +63,7 @@ class BarArrays:
 def bar_arrays(bars: Sequence[Bar], required: Sequence[str]) -> BarArrays:
     """The bars' ``required`` columns (OHLCV first, then the extra fields the model reads)
     as :class:`BarArrays`; a :class:`ServiceError` 422 names the first bad bar and the fix."""
-    stamps = np.fromiter(
-        ((b.timestamp - _EPOCH) // _MICROSECOND for b in bars), np.int64, len(bars)
-    )
-    stamps *= 1000  # µs → ns: datetimes hold microseconds
+    stamps = pd.to_datetime([b.timestamp for b in bars], utc=True).as_unit("ns").asi8
     names = np.array([b.symbol for b in bars], dtype=object)
     columns = {
         name: np.fromiter((getattr(b, name) for b in bars), np.float64, len(bars))

@@ -177,7 +177,17 @@ class Guardrails:
             past = self.book.frame(before=first)
             now = pd.concat([past, now], ignore_index=True) if len(past) else now
         adjusted, breaches = apply_guardrails(now, self._rules, self.sectors)
-        keys = pd.MultiIndex.from_frame(frame[["timestamp", "symbol"]])
+        # apply_guardrails sorts by (timestamp, symbol) and every book row is older than
+        # this request's bars, so they are its last rows, in the request's (sorted) order
+        tail = adjusted.iloc[len(adjusted) - len(frame) :]
+        if np.array_equal(tail["symbol"].to_numpy(), frame["symbol"].to_numpy()) and (
+            np.array_equal(_ns(tail["timestamp"]), _ns(frame["timestamp"]))
+        ):
+            first = _ns(frame["timestamp"]).min()
+            mine = _ns(breaches["timestamp"]) >= first if len(breaches) else np.zeros(0, bool)
+            served = tail["position"].to_numpy(dtype=np.float64)
+            return served, breaches[mine].reset_index(drop=True)
+        keys = pd.MultiIndex.from_frame(frame[["timestamp", "symbol"]])  # an unsorted frame
         served = adjusted.set_index(["timestamp", "symbol"])["position"].reindex(keys)
         mine = pd.MultiIndex.from_frame(breaches[["timestamp", "symbol"]]).isin(keys)
         return served.to_numpy(dtype=np.float64), breaches[mine].reset_index(drop=True)
@@ -225,5 +235,9 @@ def _ns(stamps: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(stamps).as_unit("ns").asi8
 
 
+_EMPTY = pd.DataFrame({c: pd.Series(dtype=object) for c in BREACH_COLUMNS})
+
+
 def _no_breaches() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in BREACH_COLUMNS})
+    """An empty breach log (a copy of one built once: building it costs ~0.25 ms)."""
+    return _EMPTY.copy()

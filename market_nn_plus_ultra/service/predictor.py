@@ -2,21 +2,23 @@
 
 A :class:`Predictor` wraps one loaded :class:`~market_nn_plus_ultra.inference.Agent`. The
 data path is the training one: the run's feature pipeline (the groups the model reads,
-with the run's parameters), ``MarketTensors.from_panel`` with the run's ``windows``
-section and the checkpoint's ``train_zscore`` statistics. Features are causal, so the
+with the run's parameters), the tensor builder (``MarketTensors.from_arrays`` for bars,
+``from_panel`` for the database) with the run's ``windows`` section and the checkpoint's
+``train_zscore`` statistics. Features are causal, so the
 features of a symbol's last bar computed from the caller's bars equal those of
 ``Agent.predict`` on a database holding the same bars; the model then runs on one window
 per symbol — the one ending at the symbol's last bar.
 
-Bars mode never opens a database; the pipeline, the required columns, the window
-settings and the normalisers (per symbol set) are built once per model.
+Bars mode never opens a database nor builds a DataFrame before the result; the pipeline,
+the required columns, the window settings and the normalisers (per symbol set) are built
+once per model, and predictions run one at a time (see ``Predictor.__init__``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -46,10 +48,13 @@ _MAX_NORMALISERS = 256  # symbol sets whose normaliser rows are kept
 @dataclass(frozen=True)
 class ModelOutputs:
     """One request's model outputs: ``frame`` (one row per symbol: timestamp, symbol,
-    position, forecast, [prob_*], [q*], realised_return = NaN) and stage times in seconds."""
+    position, forecast, [prob_*], [q*], realised_return = NaN), stage times in seconds and
+    ``features``: float32 ``(rows, F)``, the model's raw (unnormalised) input row at each
+    predicted bar, aligned with ``frame`` (what the drift monitor watches)."""
 
     frame: pd.DataFrame
     seconds: dict[str, float]
+    features: np.ndarray
 
 
 class Predictor:
@@ -91,6 +96,11 @@ class Predictor:
         self.required_columns = [*PRICES, *sorted(needed - set(PRICES))]
         self._normalisers: dict[tuple[str, ...], Normaliser | None] = {}
         self._lock = threading.Lock()  # the normaliser cache is shared by request threads
+        # One prediction at a time: requests run in a thread pool, and concurrent predictions
+        # (GIL-bound Python between torch and numpy calls that each release the GIL) mostly
+        # hand the GIL to one another — at concurrency 16 on 2 cores that doubled the CPU
+        # time of a request (benchmarks/service.py). Waiting requests sleep on the lock.
+        self._busy = threading.Lock()
 
     # ----------------------------------------------------------------------------------
     # The two modes
@@ -103,6 +113,15 @@ class Predictor:
         features run on them (:meth:`FeaturePipeline.transform_arrays`), and the tensors
         hold only the rows the last windows read (:meth:`MarketTensors.from_arrays`).
         """
+        with self._busy:
+            return self._from_bars(bars)
+
+    def from_database(self, symbols: Sequence[str], as_of: datetime | None) -> ModelOutputs:
+        """Predict each symbol's latest bar up to ``as_of`` from the service's database."""
+        with self._busy:
+            return self._from_database(symbols, as_of)
+
+    def _from_bars(self, bars: Sequence[Bar]) -> ModelOutputs:
         started = time.perf_counter()
         arrays = bar_arrays(bars, self.required_columns)
         normaliser = self.normaliser(arrays.symbols)
@@ -129,8 +148,7 @@ class Predictor:
 
         return self._finish(tensors, normaliser, None, bad_features, started, featured)
 
-    def from_database(self, symbols: Sequence[str], as_of: datetime | None) -> ModelOutputs:
-        """Predict each symbol's latest bar up to ``as_of`` from the service's database."""
+    def _from_database(self, symbols: Sequence[str], as_of: datetime | None) -> ModelOutputs:
         started = time.perf_counter()
         wanted = sorted(set(symbols))
         normaliser = self.normaliser(wanted)
@@ -218,7 +236,7 @@ class Predictor:
 
         return self._finish(tensors, normaliser, panel, bad_features, started, featured)
 
-    def _check_features(self, columns) -> None:
+    def _check_features(self, columns: Collection[str]) -> None:
         missing = [c for c in self.feature_columns if c not in columns]
         if missing:
             raise ServiceError(
@@ -228,10 +246,12 @@ class Predictor:
             )
 
     def _last_rows(self, arrays: BarArrays, columns: dict[str, np.ndarray]) -> MarketTensors:
-        """Tensors of the union-calendar rows the symbols' last windows read. A window ending at a symbol's last bar reads the W union
-        rows up to it (``calendar=union``) or its own last W bars (``own``); rows before the
-        earliest of those are never read, so they are left out (features, computed on every
-        bar, keep their full history)."""
+        """Tensors of the union-calendar rows the symbols' last windows read.
+
+        A window ending at a symbol's last bar reads the W union rows up to it
+        (``calendar=union``) or its own last W bars (``own``); rows before the earliest of
+        those are never read, so they are left out (the features, computed on every bar,
+        keep their full history)."""
         W, cfg = self.window, self.windows
         ends = arrays.bounds[1:] - 1  # (S,) each symbol's last bar
         last = arrays.rows[ends]  # (S,) its union-calendar row
@@ -262,7 +282,7 @@ class Predictor:
         featured: float,
     ) -> ModelOutputs:
         """The model's outputs at each symbol's last bar of ``tensors``, as a frame sorted
-        by (timestamp, symbol). ``panel`` (the feature panel) only for a policy replay."""
+        by (timestamp, symbol). ``panel``: the feature panel, which a policy replays."""
         dataset = SlidingWindowDataset.from_config(
             tensors, self.windows, normaliser=normaliser, require_targets=False
         )
@@ -284,11 +304,14 @@ class Predictor:
                 "timestamp": stamps[order],
                 "symbol": np.asarray(tensors.symbols, dtype=object)[order],
                 **{k: v[order] for k, v in outputs.items()},
-                "realised_return": np.nan,  # earned after the bar: unknown now
-            }
+                "realised_return": np.full(len(order), np.nan),  # earned after the bar
+            },
+            copy=False,  # every column is a fresh array
         )
+        inputs = np.asarray(tensors.inputs[rows[order], order], dtype=np.float32)  # (S, F)
         done = time.perf_counter()
-        return ModelOutputs(frame, {"features": featured - started, "model": done - featured})
+        seconds = {"features": featured - started, "model": done - featured}
+        return ModelOutputs(frame, seconds, inputs)
 
     def _outputs(
         self,
