@@ -5,6 +5,7 @@ update's wall clock, and GAE beside TorchRL's.
     python benchmarks/rl.py --quick                                  # a smoke run (~30 s)
     python benchmarks/rl.py --device cuda          # adds 65,536 envs and 1,048,576 transitions
     python benchmarks/rl.py --rerender benchmarks/results/rl.json    # the .md from a saved run
+    python benchmarks/rl.py --ppo-only benchmarks/results/rl.json    # re-measure the PPO rows
 
 1. **Env steps/s.** ``VectorTradingEnv`` with every friction of the execution simulator on
    (``rl_env.FULL``) at 1, 64, 1,024 and 8,192 environments (and 65,536 on a GPU), beside
@@ -19,11 +20,15 @@ update's wall clock, and GAE beside TorchRL's.
    ``reinforcement.ppo.steps_per_rollout`` (128) steps of 128 and 1,024 environments
    (16,384 and 131,072 transitions; 8,192 environments more on a GPU), with the default
    ``reinforcement.ppo`` settings (4 epochs × 4 minibatches, Adam, clipped value loss),
-   for each policy of :data:`POLICIES`. Beside it, two prototypes of faster updates, *not package code* (see
-   :func:`sequence_update` and :func:`cached_update`); their forward passes are checked
-   against the policy's own on the same rollout (max abs difference in the report), and
+   for each policy of :data:`POLICIES`; the same update while the backbone is frozen
+   (``freeze_backbone_updates``: the minibatches reuse the rollout's backbone states,
+   computed untimed here as the rollout keeps them while acting; the one no-grad pass that
+   computes them for a rollout source without them is timed as ``states_pass_s``); and
+   :meth:`PPO.sequence_update` (``reinforcement.ppo.sequence_update``: whole-env
+   minibatches, each env's rollout encoded as one sequence), whose forward pass is checked
+   against the policy's own on the same rollout (max abs difference in the report);
    tests/benchmarks/test_rl.py checks that one step of each moves the weights as the
-   shipped update does.
+   re-encoding update does.
 3. **GAE.** :func:`market_nn_plus_ultra.rl.gae` against TorchRL's
    ``generalized_advantage_estimate`` and ``vec_generalized_advantage_estimate`` on the
    same ``(T, N)`` rollouts (TorchRL gets its own ``(N, T, 1)`` layout, prepared untimed).
@@ -60,7 +65,6 @@ sys.path.insert(0, str(HERE))
 
 from rl_env import FULL, _googl, _googl_market, _ours  # noqa: E402
 from rl_prototype import (  # noqa: E402
-    cached_update,
     rollout_rows,
     sequence_forward,
     sequence_states,
@@ -98,7 +102,7 @@ class PolicySpec:
 
     def model(self, window: int, steps: int) -> ModelConfig:
         """The model section: a bounded look-back of one window (``receptive_field``), what
-        ``training.supervision=all`` trains and the sequence prototype needs."""
+        ``training.supervision=all`` trains and reinforcement.ppo.sequence_update needs."""
         return ModelConfig(
             architecture=self.architecture,
             d_model=self.d_model,
@@ -163,6 +167,17 @@ def _peers(
     return frame, json.loads((folder / "peers.json").read_text())
 
 
+def _peer_googl(peer_python: str | None) -> pd.DataFrame | None:
+    """The GOOGL bars gym-anytrading ships, read by ``peer_python`` (no peer timing)."""
+    if peer_python is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "googl.csv"
+        code = f"from gym_anytrading import datasets; datasets.STOCKS_GOOGL.to_csv({str(path)!r})"
+        subprocess.run([peer_python, "-c", code], check=True)
+        return pd.read_csv(path, index_col=0, parse_dates=True)
+
+
 def env_rows(market: Any, windows: Any, sizes: list[int], device: str, seconds: float) -> list:
     rows = []
     for envs in sizes:
@@ -174,7 +189,7 @@ def env_rows(market: Any, windows: Any, sizes: list[int], device: str, seconds: 
 
 # --------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------
-# 2. PPO update: the shipped path beside the prototypes (rl_prototype.py)
+# 2. PPO update: re-encoding every window, frozen backbone, whole-env sequences
 # --------------------------------------------------------------------------------------
 
 
@@ -226,7 +241,7 @@ def _flat_batch(rollout: RolloutBuffer, advantages: Tensor, returns: Tensor) -> 
 
 @torch.no_grad()
 def _max_diff(ppo: PPO, rollout: RolloutBuffer, envs: int = 8) -> dict[str, float]:
-    """Max abs differences of the sequence prototype from the policy's own per-window pass
+    """Max abs differences of the whole-env sequence pass from the policy's own per-window pass
     on the first ``envs`` envs of the rollout (every step): the states ``z`` (layer-normed,
     O(1)) and the outputs (actor mean and value, small at initialisation)."""
     rows = rollout_rows(rollout.obs["window"][:, :envs])
@@ -254,8 +269,8 @@ def _timed(run: Callable[[], Any], device: torch.device) -> tuple[float, float]:
 def _ppo_case(
     market: Any, windows: Any, spec: PolicySpec, envs: int, base: PPOConfig, device: str
 ) -> list[dict]:
-    """One policy on one rollout of ``envs`` envs: the shipped update and the two prototypes,
-    each from the same starting weights and optimiser state."""
+    """One policy on one rollout of ``envs`` envs: the shipped update training the backbone
+    and frozen, and the whole-env sequence update, each from the same weights and optimiser state."""
     ppo, rollout, adv, ret, collect_s = _rollout(market, windows, spec, envs, base, device)
     transitions = rollout.steps * rollout.num_envs
     common = {
@@ -271,17 +286,33 @@ def _ppo_case(
     start = {k: v.clone() for k, v in ppo.policy.state_dict().items()}
     opt_state = copy.deepcopy(ppo.optimizer.state_dict())
     batch = _flat_batch(rollout, adv, ret)
+    ppo.policy.freeze_backbone(True)
+    _sync(ppo.device)
+    t0 = time.perf_counter()
+    states = ppo.backbone_states(batch["obs"])  # what a frozen rollout keeps while acting
+    _sync(ppo.device)
+    common["states_pass_s"] = time.perf_counter() - t0
+    ppo.policy.freeze_backbone(False)
+    frozen_batch = {**batch, "states": states}
+
+    def frozen() -> Any:
+        ppo.policy.freeze_backbone(True)
+        try:
+            return ppo.update(frozen_batch)
+        finally:
+            ppo.policy.freeze_backbone(False)
+
     shipped = base
     cap = MINIBATCH_CAP[ppo.device.type]
     if transitions // base.minibatches > cap:  # the activations would not fit
         shipped = base.model_copy(update={"minibatches": transitions // cap, "update_epochs": 1})
     variants: list[tuple[str, PPOConfig, Callable[[], Any]]] = [
         ("PPO.update (shipped)", shipped, lambda: ppo.update(batch)),
-        ("prototype: whole-env sequences", base, lambda: sequence_update(ppo, rollout, adv, ret)),
+        ("PPO.update, frozen backbone (cached states)", base, frozen),
         (
-            "prototype: frozen backbone, cached states",
+            "PPO.sequence_update (whole-env sequences)",
             base,
-            lambda: cached_update(ppo, rollout, batch),
+            lambda: sequence_update(ppo, rollout, adv, ret),
         ),
     ]
     rows = []
@@ -414,6 +445,12 @@ def main() -> None:
     parser.add_argument(
         "--rerender", type=Path, default=None, help="Only rewrite the .md of this rl.json."
     )
+    parser.add_argument(
+        "--ppo-only",
+        type=Path,
+        default=None,
+        help="Re-measure the PPO rows only; the env, peer and GAE rows come from this rl.json.",
+    )
     args = parser.parse_args()
     if args.rerender is not None:
         saved = json.loads(args.rerender.read_text())
@@ -429,17 +466,26 @@ def main() -> None:
     env_sizes, ppo_sizes, gae_shapes = _sizes(args.quick, cuda)
     load = [os.getloadavg()[0]]
     started = time.strftime("%Y-%m-%d %H:%M")
-    with tempfile.TemporaryDirectory() as tmp:
-        frame, peers = _peers(args.peer_python, seconds, Path(tmp))
-    real = frame is not None
+    saved = None if args.ppo_only is None else json.loads(args.ppo_only.read_text())
+    if saved is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            frame, peers = _peers(args.peer_python, seconds, Path(tmp))
+        real = frame is not None
+    else:  # the saved run's peer rows; the GOOGL bars from the peer venv, if given
+        frame, peers = _peer_googl(args.peer_python), saved["peers"]
+        real = frame is not None
     if frame is None:
         frame, real = _googl()
     market, windows = _googl_market(frame, window=WINDOW)
-    env = env_rows(market, windows, env_sizes, args.device, seconds)
+    env = env_rows(market, windows, env_sizes, args.device, seconds) if saved is None else None
+    env = saved["env"] if saved is not None else env
     load.append(os.getloadavg()[0])
     ppo = ppo_rows(market, windows, ppo_sizes, args.device, args.quick)
     load.append(os.getloadavg()[0])
-    gae_ = gae_rows(gae_shapes, args.device, 5 if args.quick else 30)
+    if saved is None:
+        gae_ = gae_rows(gae_shapes, args.device, 5 if args.quick else 30)
+    else:
+        gae_ = saved["gae"]
     load.append(os.getloadavg()[0])
     meta = {
         "started": started,

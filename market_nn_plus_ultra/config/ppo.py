@@ -90,6 +90,14 @@ class PPOConfig(_Section):
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="Mixed precision of the update: auto = bf16 on CUDA, off on CPU."
     )
+    sequence_update: bool = Field(
+        False,
+        description="While the backbone trains, draw minibatches as groups of whole envs and "
+        "encode each env's rollout as one sequence (W + T - 1 rows, not T windows of W); "
+        "needs model.receptive_field <= windows.window (training.supervision=all) and no "
+        "market-state embedding. Envs whose episode restarted inside the rollout are "
+        "encoded window by window.",
+    )
     off_policy: OffPolicyConfig = Field(
         default_factory=OffPolicyConfig, description="Advantage-weighted off-policy actor updates."
     )

@@ -95,6 +95,7 @@ class ActorCritic(nn.Module):
         init_log_std: float = -0.5,
         n_portfolio: int = 3,
         market_state: bool = False,
+        receptive_field: int | None = None,
     ) -> None:
         super().__init__()
         if action_mode not in ("continuous", "discrete"):
@@ -104,6 +105,7 @@ class ActorCritic(nn.Module):
             )
         d = int(backbone.d_model)
         self.backbone, self.action_mode, self.market_state = backbone, action_mode, market_state
+        self.receptive_field = receptive_field  # the backbone's bounded look-back, if any
         self.norm = nn.LayerNorm(d)
         n_out = 1 if action_mode == "continuous" else 3
         self.actor = _Branch(d, n_portfolio, n_out, skip=True)
@@ -136,6 +138,7 @@ class ActorCritic(nn.Module):
             action_mode,
             init_log_std=init_log_std,
             market_state=cfg.market_state_embedding,
+            receptive_field=cfg.receptive_field,
         )
 
     # ----------------------------------------------------------------------------------
@@ -179,6 +182,29 @@ class ActorCritic(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
             h = self.backbone(x, state)  # (N·S, T', D)
         return h[:, -1].reshape(n, s, -1)  # (N, S, D)
+
+    def sequence_states(self, rows: Tensor, steps: int) -> Tensor:
+        """:meth:`backbone_state` of every step of ``n`` envs' rollouts in one backbone pass
+        per env: ``rows (n, S, W + T − 1, F)``, each env's windows joined (the window of step
+        t is rows ``t .. t + W − 1``) → ``(T, n, S, D)``. Exact only for a backbone whose
+        look-back (``receptive_field``) is at most ``W`` and a policy without market state."""
+        if self.receptive_field is None or self.market_state:
+            raise ValueError(
+                "sequence_states needs a backbone with a bounded look-back and no market state: "
+                "build the policy with model.receptive_field (training.supervision=all) and "
+                "model.market_state_embedding off"
+            )
+        n, s, length, f = rows.shape
+        if length - steps + 1 < self.receptive_field:
+            raise ValueError(
+                f"windows of {length - steps + 1} rows are shorter than the backbone's "
+                f"receptive_field={self.receptive_field} — use windows.window >= "
+                "model.receptive_field"
+            )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
+            h = self.backbone(rows.reshape(n * s, length, f), None)  # (n·S, L, D)
+        h = h[:, length - steps :]  # position W − 1 + t ends the window of step t
+        return h.reshape(n, s, steps, -1).permute(2, 0, 1, 3)  # (T, n, S, D)
 
     @staticmethod
     def portfolio_features(portfolio: Tensor) -> Tensor:

@@ -18,8 +18,13 @@ not. On CUDA the forward passes run under bf16 autocast; ``compile`` wraps the p
 updates) the update does not run it again: every minibatch trains the layer norm and the
 heads on the backbone states of the rollout (``RolloutBuffer.states``, kept while acting,
 or computed once per update when the rollout source did not keep them), with the same
-losses and gradients as encoding the windows again. TorchRL's ``generalized_advantage_estimate`` and ``ClipPPOLoss`` agree
-with :func:`gae` and :func:`ppo_loss` to 1e-5 (tests/rl/test_ppo.py).
+losses and gradients as encoding the windows again. With ``sequence_update`` (a backbone
+of bounded look-back, ``model.receptive_field``) the minibatches are groups of whole envs,
+as recurrent PPO draws them, and each env's rollout is encoded as one sequence of
+``W + T − 1`` rows rather than ``T`` windows of ``W`` (envs whose episode restarted inside
+the rollout are encoded window by window); the states equal the per-window ones to float
+rounding. TorchRL's ``generalized_advantage_estimate`` and ``ClipPPOLoss`` agree with
+:func:`gae` and :func:`ppo_loss` to 1e-5 (tests/rl/test_ppo.py).
 
 Rollouts come from :class:`~.rollout.EnvRollouts` on the learner's env, or from a
 ``rollouts=`` source such as :class:`~.distributed.RayRollouts` (shards of the envs on Ray
@@ -47,6 +52,8 @@ from .policy import ActorCritic
 from .rollout import EnvRollouts, autocast
 
 __all__ = ["PPO", "PPOLoss", "UpdateStats", "explained_variance", "gae", "ppo_loss"]
+
+_LOSS_FIELDS = ("actions", "logprobs", "values", "advantages", "returns")
 
 
 def gae(
@@ -193,6 +200,19 @@ class PPO:
                 f"reinforcement.ppo.minibatches={cfg.minibatches} exceeds the rollout batch "
                 f"({source.num_envs} envs x {cfg.steps_per_rollout} steps) — lower minibatches"
             )
+        if cfg.sequence_update:
+            if policy.receptive_field is None or policy.market_state:
+                raise ValueError(
+                    "reinforcement.ppo.sequence_update needs a backbone with a bounded look-back "
+                    "and no market state: set training.supervision=all (model.receptive_field) "
+                    "and model.market_state_embedding=false, or turn sequence_update off"
+                )
+            if source.num_envs < cfg.minibatches:
+                raise ValueError(
+                    f"reinforcement.ppo.sequence_update draws minibatches of whole envs: "
+                    f"minibatches={cfg.minibatches} exceeds the {source.num_envs} envs — lower "
+                    "minibatches or add envs"
+                )
         if policy.action_mode != source.action_mode:
             raise ValueError(
                 f"the policy acts {policy.action_mode!r} but the env expects "
@@ -247,24 +267,28 @@ class PPO:
     # ----------------------------------------------------------------------------------
 
     def _minibatch_loss(self, batch: Mapping[str, Any], idx: Tensor) -> PPOLoss:
-        cfg = self.cfg
-        obs = {k: v[idx] for k, v in batch["obs"].items()}
-        with autocast(self.device, cfg.autocast):
+        with autocast(self.device, self.cfg.autocast):
             if "states" in batch:  # frozen backbone: its states of the rollout, not re-run
-                out = self.policy.heads(self.policy.norm(batch["states"][idx]), obs["portfolio"])
+                z = self.policy.norm(batch["states"][idx])
+                out = self.policy.heads(z, batch["obs"]["portfolio"][idx])
             else:
-                out = self.forward(obs)
-        new_logprob, entropy = self.policy.log_prob_entropy(out, batch["actions"][idx])
-        adv = batch["advantages"][idx]
+                out = self.forward({k: v[idx] for k, v in batch["obs"].items()})
+        return self._loss(out, {k: batch[k][idx] for k in _LOSS_FIELDS})
+
+    def _loss(self, out: Any, part: Mapping[str, Tensor]) -> PPOLoss:
+        """The PPO loss of the policy's outputs ``out`` on the minibatch ``part``."""
+        cfg = self.cfg
+        new_logprob, entropy = self.policy.log_prob_entropy(out, part["actions"])
+        adv = part["advantages"]
         if cfg.normalise_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         return ppo_loss(
             new_logprob,
-            batch["logprobs"][idx],
+            part["logprobs"],
             adv,
             out.value.float(),
-            batch["values"][idx],
-            batch["returns"][idx],
+            part["values"],
+            part["returns"],
             entropy,
             clip_coef=cfg.clip_coef,
             value_clip=cfg.value_clip if cfg.clip_value_loss else None,
@@ -282,8 +306,69 @@ class PPO:
                 "the batch holds backbone states but the backbone trains — states stand in for "
                 "the windows only while it is frozen (reinforcement.ppo.freeze_backbone_updates)"
             )
-        cfg = self.cfg
         size = batch["returns"].shape[0]
+        return self._epochs(size, lambda idx: self._minibatch_loss(batch, idx))
+
+    def sequence_update(
+        self,
+        rollout: RolloutBuffer,
+        advantages: Tensor,
+        returns: Tensor,
+        contiguous: Tensor | None = None,
+    ) -> dict[str, float]:
+        """:meth:`update` with minibatches of whole envs, each env's rollout encoded as one
+        sequence (``reinforcement.ppo.sequence_update``); ``advantages``/``returns`` ``(T, N)``.
+
+        ``contiguous (N,)`` marks the envs whose windows slide by one row every step (by
+        default: found from the rollout); the others, whose episode restarted inside the
+        rollout, are encoded window by window. Mean diagnostics, as :meth:`update`.
+        """
+        windows = rollout.obs["window"]  # (T, N, S, W, F)
+        if contiguous is None:
+            slides = windows[1:, ..., :-1, :] == windows[:-1, ..., 1:, :]  # (T-1, N, S, W-1, F)
+            contiguous = slides.transpose(0, 1).flatten(1).all(dim=1)  # (N,)
+        rest = windows[1:, ..., -1, :].permute(1, 2, 0, 3)  # (N, S, T-1, F)
+        rows = torch.cat([windows[0], rest], dim=2)  # (N, S, W+T-1, F)
+        fields = {
+            "actions": rollout.actions,
+            "logprobs": rollout.logprobs,
+            "values": rollout.values,
+            "advantages": advantages,
+            "returns": returns,
+        }
+        return self._epochs(
+            rollout.num_envs,
+            lambda envs: self._sequence_loss(rollout, rows, fields, envs, contiguous),
+        )
+
+    def _sequence_loss(
+        self,
+        rollout: RolloutBuffer,
+        rows: Tensor,
+        fields: Mapping[str, Tensor],
+        envs: Tensor,
+        contiguous: Tensor,
+    ) -> PPOLoss:
+        steps, policy = rollout.steps, self.policy
+        envs = torch.cat([envs[contiguous[envs]], envs[~contiguous[envs]]])  # sequences first
+        n_seq = int(contiguous[envs].sum())
+        parts = []
+        with autocast(self.device, self.cfg.autocast):
+            if n_seq:
+                parts.append(policy.sequence_states(rows[envs[:n_seq]], steps))
+            if n_seq < envs.numel():  # restarted inside the rollout: window by window
+                rest = envs[n_seq:]
+                obs = {k: v[:, rest].flatten(0, 1) for k, v in rollout.obs.items()}
+                parts.append(policy.backbone_state(obs).unflatten(0, (steps, rest.numel())))
+            h = torch.cat(parts, dim=1).flatten(0, 1)  # (T·n, S, D), (t, env) order
+            portfolio = rollout.obs["portfolio"][:, envs].flatten(0, 1)
+            out = policy.heads(policy.norm(h), portfolio)
+        return self._loss(out, {k: v[:, envs].flatten(0, 1) for k, v in fields.items()})
+
+    def _epochs(self, size: int, loss_of: Callable[[Tensor], PPOLoss]) -> dict[str, float]:
+        """``update_epochs`` shuffles of ``range(size)`` cut into ``minibatches`` index sets,
+        one gradient step on ``loss_of(indices)`` each, until the KL stop."""
+        cfg = self.cfg
         mb = size // cfg.minibatches
         parts: list[Tensor] = []
         steps, total = 0, cfg.update_epochs * cfg.minibatches
@@ -292,7 +377,7 @@ class PPO:
             if steps % cfg.minibatches == 0:  # a new epoch: a fresh shuffle
                 order = torch.randperm(size, generator=self.generator, device=self.device)
             start = (steps % cfg.minibatches) * mb
-            loss = self._minibatch_loss(batch, order[start : start + mb])
+            loss = loss_of(order[start : start + mb])
             if cfg.target_kl is not None and loss.approx_kl.item() > cfg.target_kl:
                 break  # the policy moved far enough from the one that collected the data
             self.optimizer.zero_grad(set_to_none=True)
@@ -344,9 +429,12 @@ class PPO:
             batch["states"] = (
                 rollout.states.flatten(0, 1)
                 if rollout.states is not None
-                else self._backbone_states(obs)
+                else self.backbone_states(obs)
             )
-        diag = self.update(batch)
+        if cfg.sequence_update and not frozen:
+            diag = self.sequence_update(rollout, advantages, returns)
+        else:
+            diag = self.update(batch)
         awr = self._off_policy(batch)
         t2 = time.perf_counter()
         n = rollout.steps * rollout.num_envs
@@ -368,9 +456,10 @@ class PPO:
         )
 
     @torch.no_grad()
-    def _backbone_states(self, obs: Mapping[str, Tensor]) -> Tensor:
-        """The frozen backbone's states ``(B, S, D)`` of a flattened batch, one pass in
-        minibatch-sized chunks (for rollout sources that did not keep them)."""
+    def backbone_states(self, obs: Mapping[str, Tensor]) -> Tensor:
+        """The backbone's states ``(B, S, D)`` (:meth:`~.policy.ActorCritic.backbone_state`)
+        of a flattened batch's observations, one no-grad pass in minibatch-sized chunks: the
+        ``states`` of :meth:`update` for rollout sources that did not keep them."""
         size = obs["window"].shape[0]
         chunk = max(1, size // self.cfg.minibatches)
         parts = []
