@@ -100,7 +100,7 @@ def _targets(env: list, peers: list, ppo: list, gae_: list) -> list[str]:
                 f"(aim < 1 s): {_verdict(r['four_epochs_s'] < 1.0)}."
             )
     lines.append(
-        "- (The frozen-backbone prototype trains the heads only — the update of "
+        "- (The frozen-backbone path trains the heads only — the update of "
         "`freeze_backbone_updates`, not a full one — so it is no answer to the aim.)"
     )
     for r in gae_:
@@ -127,7 +127,7 @@ def _policy_note(ppo: list, window: int) -> str:
         + ". Default `reinforcement.ppo`: 128 steps per rollout, 4 epochs × 4 minibatches, "
         "Adam 3e-4, clipped value loss, advantages standardised per minibatch, gradient "
         "clipping 0.5; the update is timed on one collected rollout, from the same weights "
-        "for each variant. The sequence prototype draws each minibatch as whole envs (every "
+        "for each variant. The sequence update draws each minibatch as whole envs (every "
         "step of a quarter of the envs, as recurrent PPO does) instead of random transitions; "
         "the same number of transitions per minibatch."
     )
@@ -152,7 +152,7 @@ def _diff_note(ppo: list) -> str:
                 f"{r['max_abs_diff_outputs']:.1e} (largest output {r['max_abs_diff_output_scale']:.1e})"
             )
     return (
-        "The whole-env sequence prototype against the policy's own per-window pass on the "
+        "The whole-env sequence update against the policy's own per-window pass on the "
         "same rollout (8 envs, every step), max abs difference: " + "; ".join(seen.values()) + "."
     )
 
