@@ -215,15 +215,7 @@ def _rollout(
     rollout, last_value, _ = ppo.collect()
     _sync(ppo.device)
     collect_s = time.perf_counter() - t0
-    advantages, returns = gae(
-        rollout.rewards,
-        rollout.values,
-        rollout.next_values(last_value),
-        rollout.terminated,
-        rollout.terminated | rollout.truncated,
-        cfg.gamma,
-        cfg.gae_lambda,
-    )
+    advantages, returns = ppo.advantages(rollout, last_value)
     return ppo, rollout, advantages, returns, collect_s
 
 

@@ -394,6 +394,18 @@ class PPO:
         means = torch.stack(parts).mean(0).tolist() if parts else [math.nan] * len(names)
         return {**dict(zip(names, means, strict=True)), "epochs": steps / cfg.minibatches}
 
+    def advantages(self, rollout: RolloutBuffer, last_value: Tensor) -> tuple[Tensor, Tensor]:
+        """GAE advantages and returns ``(T, N)`` of a collected rollout."""
+        return gae(
+            rollout.rewards,
+            rollout.values,
+            rollout.next_values(last_value),
+            rollout.terminated,
+            rollout.terminated | rollout.truncated,
+            self.cfg.gamma,
+            self.cfg.gae_lambda,
+        )
+
     def step(self) -> UpdateStats:
         """One rollout and one update (then the off-policy steps, when enabled)."""
         cfg = self.cfg
@@ -407,15 +419,7 @@ class PPO:
         t0 = time.perf_counter()
         rollout, last_value, episode_return = self.collect()
         t1 = time.perf_counter()
-        advantages, returns = gae(
-            rollout.rewards,
-            rollout.values,
-            rollout.next_values(last_value),
-            rollout.terminated,
-            rollout.terminated | rollout.truncated,
-            cfg.gamma,
-            cfg.gae_lambda,
-        )
+        advantages, returns = self.advantages(rollout, last_value)
         obs, actions, logprobs, values = rollout.flat()
         batch = {
             "obs": obs,
