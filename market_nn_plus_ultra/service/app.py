@@ -106,7 +106,12 @@ def _data_end(info: dict[str, Any], checkpoint: Path) -> float | None:
         try:
             return pd.Timestamp(stamp).timestamp()
         except (TypeError, ValueError):
-            pass
+            log.warning(
+                "%s: model_info.json data_end=%r is not a timestamp; model staleness is "
+                "measured from the checkpoint file's time instead",
+                checkpoint,
+                stamp,
+            )
     try:
         return checkpoint.stat().st_mtime
     except OSError:
