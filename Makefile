@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,samples,yahoo,reports,baselines,rl,service,distributed
+EXTRAS ?= dev,samples,yahoo,reports,baselines,rl,service,distributed,s3,dagster
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
