@@ -40,6 +40,7 @@ from .evaluation import (
     SimulationConfig,
 )
 from .model import SEQUENCE_ARCHITECTURES, LossConfig, ModelConfig
+from .orchestration import OrchestrationConfig, PromotionConfig
 from .ppo import OffPolicyConfig, PPOConfig
 from .reinforcement import ReinforcementConfig
 from .service import ServiceConfig
@@ -72,8 +73,10 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OffPolicyConfig",
+    "OrchestrationConfig",
     "PPOConfig",
     "PretrainingConfig",
+    "PromotionConfig",
     "RegimeConfig",
     "ReinforcementConfig",
     "ServiceConfig",
@@ -137,6 +140,10 @@ class Config(_Section):
     )
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Window and horizon growth over epochs."
+    )
+    orchestration: OrchestrationConfig = Field(
+        default_factory=OrchestrationConfig,
+        description="Retraining: promotion rules, pushing runs, watching a folder.",
     )
 
     @model_validator(mode="after")
