@@ -99,6 +99,12 @@ class ServiceConfig(_Section):
         description="Newest outcomes per model version the live calibration (ECE, quantile "
         "coverage) is measured over.",
     )
+    max_batch: int = Field(
+        32,
+        ge=1,
+        description="Most concurrent bars-mode requests whose windows run as one forward "
+        "pass (1 = one request at a time).",
+    )
 
     @model_validator(mode="after")
     def _drift_rows(self) -> ServiceConfig:

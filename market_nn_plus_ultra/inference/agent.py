@@ -293,6 +293,16 @@ class Agent:
             return run_one_pass(self, dataset, items, batch_size, on_batch)
         return self._run(dataset, items, batch_size, on_batch)
 
+    def forward_columns(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        """The head's predictions-file columns for a batch of normalised windows
+        ``x`` (B, W, F) — ``dataset.batch(items)["x"]`` of any datasets of this model's
+        windows (a model without a market-state embedding)."""
+        device, cuda = self.device, self.device.type == "cuda"
+        x = x.to(device, non_blocking=cuda)
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+            out = self.model(x, None)
+        return self._columns(out)
+
     def _run(
         self,
         dataset: SlidingWindowDataset,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["PRICES", "BarArrays", "bar_arrays"]
 
 PRICES = ("open", "high", "low", "close", "volume")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_TIMESTAMP, _SYMBOL = attrgetter("timestamp"), attrgetter("symbol")
+_PRICES = attrgetter(*PRICES)
 _ABSENT = object()
 
 
@@ -41,6 +47,11 @@ class BarArrays:
     bounds: np.ndarray
     calendar: np.ndarray
     rows: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """Symbols in the request."""
+        return len(self.symbols)
 
     @property
     def counts(self) -> np.ndarray:
@@ -63,16 +74,19 @@ class BarArrays:
 def bar_arrays(bars: Sequence[Bar], required: Sequence[str]) -> BarArrays:
     """The bars' ``required`` columns (OHLCV first, then the extra fields the model reads)
     as :class:`BarArrays`; a :class:`ServiceError` 422 names the first bad bar and the fix."""
-    stamps = pd.to_datetime([b.timestamp for b in bars], utc=True).as_unit("ns").asi8
-    names = np.array([b.symbol for b in bars], dtype=object)
-    columns = {
-        name: np.fromiter((getattr(b, name) for b in bars), np.float64, len(bars))
-        for name in PRICES
-    }
+    # exact integer nanoseconds (the schema makes every timestamp time-zone aware)
+    stamps = np.fromiter(
+        ((t - _EPOCH) // _MICROSECOND for t in map(_TIMESTAMP, bars)), np.int64, len(bars)
+    ) * np.int64(1000)
+    names = np.array(list(map(_SYMBOL, bars)), dtype=object)
+    prices = np.array(list(map(_PRICES, bars)), dtype=np.float64).reshape(len(bars), len(PRICES))
+    columns = {name: prices[:, j].copy() for j, name in enumerate(PRICES)}
+    if len(required) > len(PRICES):
+        extras = [b.__pydantic_extra__ or {} for b in bars]
     for name in required[len(PRICES) :]:
-        values = [(b.__pydantic_extra__ or {}).get(name, _ABSENT) for b in bars]
-        lacking = [i for i, v in enumerate(values) if v is _ABSENT]
-        if lacking:
+        values = [e.get(name, _ABSENT) for e in extras]
+        if _ABSENT in values:
+            lacking = [i for i, v in enumerate(values) if v is _ABSENT]
             raise ServiceError(
                 422,
                 f"bars[{lacking[0]}].{name} is missing ({len(lacking)} bars lack it): the "

@@ -21,7 +21,7 @@ backtest's rule on one bar, with the live book's held positions.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,14 +121,28 @@ class Guardrails:
             and not self._path
         )
 
-    def apply(self, frame: pd.DataFrame) -> GuardResult:
-        """Guard the positions of ``frame`` (timestamp, symbol, position; sorted)."""
-        pos = frame["position"].to_numpy(dtype=np.float64)
+    def apply(
+        self,
+        frame: pd.DataFrame | Callable[[], pd.DataFrame],
+        columns: Mapping[str, np.ndarray] | None = None,
+    ) -> GuardResult:
+        """Guard the positions of ``frame`` (timestamp, symbol, position; sorted).
+        ``columns``: the same columns as numpy arrays (``timestamp`` int64 ns), when the
+        caller has them; ``frame`` may then be a function that builds the frame, called
+        only by a rule that needs it (the default cap never does unless it bites)."""
+        if callable(frame):
+            frame = _Lazy(frame)
+        if columns is None:
+            pos = frame["position"].to_numpy(dtype=np.float64)
+        else:
+            pos = np.asarray(columns["position"], dtype=np.float64)
         if self._position_only:
             after, breaches = self._cap_positions(frame, pos)
         else:
+            frame = frame.value if isinstance(frame, _Lazy) else frame
             after, breaches = self._full(frame, pos)
         if self.cfg.max_turnover is not None:
+            frame = frame.value if isinstance(frame, _Lazy) else frame
             after, more = self._turnover(frame, after, breaches)
             breaches = pd.concat([breaches, more], ignore_index=True) if len(more) else breaches
         if not len(breaches):
@@ -139,10 +153,19 @@ class Guardrails:
             after = np.where(hit, 0.0, after)
         return GuardResult(after, breaches, action)
 
-    def record(self, frame: pd.DataFrame, served: np.ndarray) -> None:
-        """Put the served positions in the live book."""
-        stamps = _ns(frame["timestamp"])
-        self.book.record_positions(stamps, frame["symbol"].to_numpy(dtype=object), served)
+    def record(
+        self,
+        frame: pd.DataFrame | None,
+        served: np.ndarray,
+        columns: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Put the served positions in the live book (``columns`` as in :meth:`apply`;
+        with them, ``frame`` is not read)."""
+        if columns is None:
+            stamps, symbols = _ns(frame["timestamp"]), frame["symbol"].to_numpy(dtype=object)
+        else:
+            stamps, symbols = columns["timestamp"], columns["symbol"]
+        self.book.record_positions(stamps, symbols, served)
 
     # ----------------------------------------------------------------------------------
 
@@ -228,6 +251,23 @@ class Guardrails:
                 )
             )
         return after, pd.concat(blocks, ignore_index=True) if blocks else _no_breaches()
+
+
+class _Lazy:
+    """A frame built on first use (``value``); reading a column builds it too."""
+
+    def __init__(self, build: Callable[[], pd.DataFrame]) -> None:
+        self._build = build
+        self._value: pd.DataFrame | None = None
+
+    @property
+    def value(self) -> pd.DataFrame:
+        if self._value is None:
+            self._value = self._build()
+        return self._value
+
+    def __getitem__(self, key: str) -> pd.Series:
+        return self.value[key]
 
 
 def _ns(stamps: pd.Series) -> np.ndarray:

@@ -54,9 +54,10 @@ class Served:
 class ModelHolder:
     """Loads models off the request path and swaps them in atomically."""
 
-    def __init__(self, data: DataConfig, device: str) -> None:
+    def __init__(self, data: DataConfig, device: str, max_batch: int = 32) -> None:
         self.data = data
         self.device = device
+        self.max_batch = max_batch
         self._current: Served | None = None
         self._lock = threading.Lock()  # one load at a time
         self._loads = 0
@@ -111,7 +112,7 @@ class ModelHolder:
             if old is not None:
                 _check_fits(old.agent, agent, path)
             try:
-                predictor = Predictor(agent, self.data)
+                predictor = Predictor(agent, self.data, self.max_batch)
                 predictor.normaliser(list(agent.model_info.get("symbols") or []))
                 predictor.warm()
             except ServiceError as err:

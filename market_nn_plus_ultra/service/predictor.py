@@ -12,19 +12,27 @@ per symbol — the one ending at the symbol's last bar.
 Bars mode never opens a database nor builds a DataFrame before the result; the pipeline,
 the required columns, the window settings and the normalisers (per symbol set) are built
 once per model, and predictions run one at a time (see ``Predictor.__init__``).
+
+Concurrent bars-mode requests are answered together (:class:`~.batching.BatchQueue`):
+each request's bars become its features and last windows on their own, exactly as
+alone, and the windows of every request in the batch go through the model as one
+forward pass (``service.max_batch`` requests at most).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..config import DataConfig
 from ..features.compute import compute_features
@@ -34,7 +42,10 @@ from ..training.checks import check_config
 from ..training.data import normaliser_from_state
 from ..windows import MarketTensors, Normaliser, SlidingWindowDataset
 from .bars import PRICES, BarArrays, bar_arrays
+from .batching import BatchQueue
 from .errors import ServiceError
+from .outputs import ModelOutputs, check_finite
+from .single_batch import SingleSymbolBatch
 
 if TYPE_CHECKING:
     from ..inference import Agent
@@ -42,25 +53,38 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelOutputs", "Predictor"]
 
+log = logging.getLogger(__name__)
+
 _MAX_NORMALISERS = 256  # symbol sets whose normaliser rows are kept
 
 
 @dataclass(frozen=True)
-class ModelOutputs:
-    """One request's model outputs: ``frame`` (one row per symbol: timestamp, symbol,
-    position, forecast, [prob_*], [q*], realised_return = NaN), stage times in seconds and
-    ``features``: float32 ``(rows, F)``, the model's raw (unnormalised) input row at each
-    predicted bar, aligned with ``frame`` (what the drift monitor watches)."""
+class _Prepared:
+    """A request up to the model: its tensors, the windows ending at each symbol's last
+    bar (``items`` of ``dataset``, ending at ``rows``) and their inputs ``x`` (B, W, F)."""
 
-    frame: pd.DataFrame
-    seconds: dict[str, float]
-    features: np.ndarray
+    tensors: MarketTensors
+    dataset: SlidingWindowDataset
+    items: np.ndarray
+    rows: np.ndarray
+    normaliser: Normaliser | None
+    x: torch.Tensor | None
+    feature_seconds: float
+    featured: float  # perf_counter when the features were done
+
+
+def _attempt(fn: Callable[..., Any], *args: object, catch: type[Exception] = ServiceError) -> Any:
+    """``fn(*args)``, or the error it raised (a :class:`ServiceError`: a request's 4xx)."""
+    try:
+        return fn(*args)
+    except catch as err:
+        return err
 
 
 class Predictor:
     """The prediction path of one model; thread-safe (requests share it read-only)."""
 
-    def __init__(self, agent: Agent, data: DataConfig) -> None:
+    def __init__(self, agent: Agent, data: DataConfig, max_batch: int = 32) -> None:
         cfg = agent.config
         check_config(cfg, head=False)  # feature names, plugins included
         self.agent = agent
@@ -101,6 +125,12 @@ class Predictor:
         # hand the GIL to one another — at concurrency 16 on 2 cores that doubled the CPU
         # time of a request (benchmarks/service.py). Waiting requests sleep on the lock.
         self._busy = threading.Lock()
+        # Concurrent bars requests: their windows run as one forward pass. Models that read
+        # more than the window (a market-state embedding, a policy's replay) go one by one.
+        self.batched = not self.policy and not cfg.model.market_state_embedding
+        self._batches: BatchQueue[Sequence[Bar], ModelOutputs] = BatchQueue(
+            self._from_bars_many, max(1, int(max_batch)), name="predict-batch"
+        )
 
     # ----------------------------------------------------------------------------------
     # The two modes
@@ -112,9 +142,61 @@ class Predictor:
         Numpy from the request to the model: the bars become symbol-major arrays, the
         features run on them (:meth:`FeaturePipeline.transform_arrays`), and the tensors
         hold only the rows the last windows read (:meth:`MarketTensors.from_arrays`).
+        Requests from concurrent threads are answered in batches (one forward pass).
         """
+        return self._batches(bars)
+
+    def submit_bars(self, bars: Sequence[Bar]) -> Future[ModelOutputs]:
+        """:meth:`from_bars` without waiting: the future holds the outputs (or raises the
+        request's :class:`ServiceError`)."""
+        return self._batches.submit(bars)
+
+    def _from_bars_many(self, requests: Sequence[Sequence[Bar]]) -> list[ModelOutputs | Exception]:
+        """Each request's outputs (or its :class:`ServiceError`), the windows of every
+        request forwarded together; one-symbol requests are made ready together too
+        (:class:`~.single_batch.SingleSymbolBatch`)."""
         with self._busy:
-            return self._from_bars(bars)
+            if not self.batched or len(requests) == 1:
+                return [_attempt(self._from_bars, bars) for bars in requests]
+            try:
+                return self._batched(requests)
+            except Exception:  # a fault of the batch must not fail its healthy requests
+                log.exception(
+                    "a batch of %d predictions failed; answering each alone", len(requests)
+                )
+                return [_attempt(self._from_bars, bars, catch=Exception) for bars in requests]
+
+    def _batched(self, requests: Sequence[Sequence[Bar]]) -> list[ModelOutputs | Exception]:
+        started = time.perf_counter()
+        results: list[Any] = [_attempt(self.request_arrays, bars) for bars in requests]
+        ready = [i for i, a in enumerate(results) if isinstance(a, BarArrays)]
+        ones = [i for i in ready if results[i].n == 1]
+        ones = ones if len(ones) > 1 else []
+        singles = None
+        if ones:
+            singles = _attempt(SingleSymbolBatch, self, [results[i] for i in ones], started)
+            if isinstance(singles, ServiceError):  # the same for every one of them
+                results = [singles if i in ones else r for i, r in enumerate(results)]
+                ready, ones, singles = [i for i in ready if i not in ones], [], None
+        rest = [i for i in ready if i not in ones]
+        for i in rest:
+            results[i] = _attempt(self._prepare_arrays, results[i], started)
+        rest = [i for i in rest if isinstance(results[i], _Prepared)]
+        parts = [singles.x] if singles is not None and singles.x is not None else []
+        parts += [results[i].x for i in rest]
+        columns = self.agent.forward_columns(torch.cat(parts)) if parts else {}
+        offset = 0
+        if singles is not None:
+            offset = singles.n_windows
+            head = {k: v[:offset] for k, v in columns.items()}
+            for k, i in enumerate(ones):
+                results[i] = _attempt(singles.outputs, k, head)
+        for i in rest:
+            n = len(results[i].items)
+            mine = {k: v[offset : offset + n] for k, v in columns.items()}
+            offset += n
+            results[i] = _attempt(self._complete, results[i], mine)
+        return results
 
     def from_database(self, symbols: Sequence[str], as_of: datetime | None) -> ModelOutputs:
         """Predict each symbol's latest bar up to ``as_of`` from the service's database."""
@@ -122,9 +204,25 @@ class Predictor:
             return self._from_database(symbols, as_of)
 
     def _from_bars(self, bars: Sequence[Bar]) -> ModelOutputs:
+        prepared = self._prepare_bars(bars)
+        if isinstance(prepared, ModelOutputs):
+            return prepared
+        if prepared.x is not None:
+            outputs = self.agent.forward_columns(prepared.x)
+        else:
+            outputs = self._outputs(None, prepared.dataset, prepared.items, prepared.normaliser)
+        return self._complete(prepared, outputs)
+
+    def _prepare_bars(self, bars: Sequence[Bar]) -> _Prepared | ModelOutputs:
+        """A bars request up to its model inputs (a policy's request: to its outputs)."""
         started = time.perf_counter()
+        return self._prepare_arrays(self.request_arrays(bars), started)
+
+    def request_arrays(self, bars: Sequence[Bar]) -> BarArrays:
+        """A bars request's checked arrays (422: a bad bar, too few bars, an unknown
+        symbol)."""
         arrays = bar_arrays(bars, self.required_columns)
-        normaliser = self.normaliser(arrays.symbols)
+        self.normaliser(arrays.symbols)  # unknown symbols are refused here
         short = {
             s: int(n)
             for s, n in zip(arrays.symbols, arrays.counts, strict=True)
@@ -132,6 +230,10 @@ class Predictor:
         }
         if short:
             raise ServiceError(422, self._too_few(short, "bars: "))
+        return arrays
+
+    def _prepare_arrays(self, arrays: BarArrays, started: float) -> _Prepared | ModelOutputs:
+        normaliser = self.normaliser(arrays.symbols)
         features = self.pipeline.transform_arrays(
             arrays.columns, arrays.bounds, arrays.symbols, arrays.stamps
         )
@@ -146,7 +248,7 @@ class Predictor:
             i = int(arrays.bounds[k + 1]) - 1  # the symbol's last bar
             return [c for c in self.feature_columns if not np.isfinite(columns[c][i])]
 
-        return self._finish(tensors, normaliser, None, bad_features, started, featured)
+        return self._windows(tensors, normaliser, bad_features, started, featured, x=self.batched)
 
     def _from_database(self, symbols: Sequence[str], as_of: datetime | None) -> ModelOutputs:
         started = time.perf_counter()
@@ -283,35 +385,47 @@ class Predictor:
     ) -> ModelOutputs:
         """The model's outputs at each symbol's last bar of ``tensors``, as a frame sorted
         by (timestamp, symbol). ``panel``: the feature panel, which a policy replays."""
+        prepared = self._windows(tensors, normaliser, bad_features, started, featured, x=False)
+        outputs = self._outputs(panel, prepared.dataset, prepared.items, normaliser)
+        return self._complete(prepared, outputs)
+
+    def _windows(
+        self,
+        tensors: MarketTensors,
+        normaliser: Normaliser | None,
+        bad_features: Callable[[int], list[str]],
+        started: float,
+        featured: float,
+        *,
+        x: bool = True,
+    ) -> _Prepared:
+        """The windows ending at each symbol's last bar of ``tensors`` (``x``: their
+        normalised inputs, for a batched forward pass)."""
         dataset = SlidingWindowDataset.from_config(
             tensors, self.windows, normaliser=normaliser, require_targets=False
         )
         items, rows = self._last_items(tensors, dataset, bad_features)
-        outputs = self._outputs(panel, dataset, items, normaliser)
-        checked = [v for k, v in outputs.items() if k == "position" or not np.isnan(v).all()]
-        broken = ~np.isfinite(np.column_stack(checked)).all(axis=1)
-        if broken.any():
-            symbol = tensors.symbols[int(np.argmax(broken))]
-            raise ServiceError(
-                422,
-                f"{symbol}: the model's outputs are not finite — its bars hold values far "
-                "outside the data it was trained on; check the prices, volumes and columns",
-            )
+        inputs = dataset.batch(items)["x"] if x and len(items) else None
+        return _Prepared(
+            tensors, dataset, items, rows, normaliser, inputs, featured - started, featured
+        )
+
+    def _complete(self, prepared: _Prepared, outputs: dict[str, np.ndarray]) -> ModelOutputs:
+        """The outputs of ``prepared``'s windows as the request's frame (and its checks)."""
+        tensors, rows = prepared.tensors, prepared.rows
+        check_finite(outputs, tensors.symbols)
         stamps = tensors.timestamps[rows]
         order = np.lexsort((np.arange(len(rows)), stamps.asi8))  # symbols are sorted
-        frame = pd.DataFrame(
-            {
-                "timestamp": stamps[order],
-                "symbol": np.asarray(tensors.symbols, dtype=object)[order],
-                **{k: v[order] for k, v in outputs.items()},
-                "realised_return": np.full(len(order), np.nan),  # earned after the bar
-            },
-            copy=False,  # every column is a fresh array
-        )
+        columns = {
+            "timestamp": stamps.as_unit("ns").asi8[order],
+            "symbol": np.asarray(tensors.symbols, dtype=object)[order],
+            **{k: v[order] for k, v in outputs.items()},
+            "realised_return": np.full(len(order), np.nan),  # earned after the bar
+        }
         inputs = np.asarray(tensors.inputs[rows[order], order], dtype=np.float32)  # (S, F)
         done = time.perf_counter()
-        seconds = {"features": featured - started, "model": done - featured}
-        return ModelOutputs(frame, seconds, inputs)
+        seconds = {"features": prepared.feature_seconds, "model": done - prepared.featured}
+        return ModelOutputs(columns, seconds, inputs)
 
     def _outputs(
         self,

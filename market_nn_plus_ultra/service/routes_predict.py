@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from .app import ServiceState
 from .auth import require_key
@@ -39,6 +45,7 @@ router = APIRouter()
 
 _LOGGED_BREACHES = 50  # breach rows logged one by one per request; the rest are counted
 _BASE = ("timestamp", "symbol", "position", "forecast", "realised_return")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _state(request: Request) -> ServiceState:
@@ -46,13 +53,38 @@ def _state(request: Request) -> ServiceState:
 
 
 def _iso(value: Any) -> str:
+    """ISO-8601 UTC of a timestamp (int: nanoseconds since the epoch)."""
+    if isinstance(value, int):
+        return pd.Timestamp(value, tz="UTC").isoformat()
     return pd.Timestamp(value).tz_convert("UTC").isoformat()
+
+
+# /predict reads its body itself (pydantic-core parses and validates the JSON in one
+# pass, without the JSON → dict → model detour); the schema is still PredictRequest's.
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+        },
+    }
+}
+
+
+def parse_predict(body: bytes) -> PredictRequest:
+    """The request body as a :class:`PredictRequest`, or the 422 FastAPI would answer."""
+    try:
+        return PredictRequest.model_validate_json(body)
+    except ValidationError as err:
+        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in err.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
 
 
 @router.post(
     "/predict",
     response_model=PredictResponse,
     response_model_exclude_none=True,
+    openapi_extra=_PREDICT_BODY,
     responses={
         409: {"model": ErrorResponse, "description": "guardrails.on_breach=reject refused it."},
         422: {"model": ErrorResponse, "description": "Invalid bars or symbols (says the fix)."},
@@ -60,10 +92,13 @@ def _iso(value: Any) -> str:
     },
     tags=["predictions"],
 )
-def predict(body: PredictRequest, request: Request) -> PredictResponse:
+async def predict(request: Request) -> Response:
     """Target positions at each symbol's latest bar, from the service's database
     (``symbols``, ``as_of``) or from the caller's recent bars (``bars``), after the
     guardrails. Logged with the request id."""
+    # The model runs off the event loop: bars requests in the predictor's batch worker
+    # (concurrent requests share one forward pass), database reads in the thread pool.
+    body = parse_predict(await request.body())
     state = _state(request)
     rid = request.state.request_id
     served = state.holder.require()  # this request's model, whatever reloads happen
@@ -73,22 +108,25 @@ def predict(body: PredictRequest, request: Request) -> PredictResponse:
         mode = "bars"
         check_rows(len(body.bars), svc, "bars", served.predictor.min_bars)
         check_symbols(len({b.symbol for b in body.bars}), svc, "bars[].symbol")
-        out = served.predictor.from_bars(body.bars)
-        newest = max(b.timestamp for b in body.bars)
+        out = await asyncio.wrap_future(served.predictor.submit_bars(body.bars))
     else:
         mode = "database"
         check_symbols(len(set(body.symbols or [])), svc, "symbols")
-        out = served.predictor.from_database(body.symbols or [], body.as_of)
-        newest = out.frame["timestamp"].max()
+        out = await run_in_threadpool(
+            served.predictor.from_database, body.symbols or [], body.as_of
+        )
+    cols = out.columns
+    # each symbol's last bar is its newest: the newest of them is the inputs' newest bar
+    newest = int(cols["timestamp"].max())
     _observe_inputs(state, out)
     guarded = time.perf_counter()
-    result = state.guard.apply(out.frame)
+    result = state.guard.apply(lambda: out.frame, cols)
     finished = time.perf_counter()
     seconds = {**out.seconds, "guardrails": finished - guarded, "total": finished - started}
     _observe(state, mode, seconds, result)
     breaches = _breaches(result)
     _log_breaches(rid, served.version, breaches, result.action)
-    state.log.append(_log_rows(rid, served.version, out, result, _iso(newest)))
+    state.log.append(_log_rows(rid, served.version, cols, result, _iso(newest)))
     if result.action == "reject":
         raise ServiceError(
             409,
@@ -97,15 +135,15 @@ def predict(body: PredictRequest, request: Request) -> PredictResponse:
             "was served; see `breaches`",
             breaches=[b.model_dump(mode="json") for b in breaches],
         )
-    state.guard.record(out.frame, result.positions)
-    state.metrics.predictions.inc(len(out.frame))
-    state.metrics.observe_served(result.positions, pd.Timestamp(newest).timestamp())
+    state.guard.record(None, result.positions, cols)
+    state.metrics.predictions.inc(len(result.positions))
+    state.metrics.observe_served(result.positions, newest / 1e9)
     predictor = served.predictor
-    return PredictResponse(
-        predictions=_predictions(out, result),
+    response = PredictResponse(
+        predictions=_predictions(cols, result),
         guardrails=GuardrailsReport(
             action=result.action,
-            positions=dict(zip(out.frame["symbol"], result.positions.tolist(), strict=True)),
+            positions=dict(zip(cols["symbol"].tolist(), result.positions.tolist(), strict=True)),
             breaches=breaches,
         ),
         model_version=served.version,
@@ -119,11 +157,13 @@ def predict(body: PredictRequest, request: Request) -> PredictResponse:
             latency_ms={k: round(v * 1e3, 3) for k, v in seconds.items()},
         ),
     )
+    # serialised here, once (a returned model would be validated again by FastAPI)
+    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 def _observe_inputs(state: ServiceState, out: ModelOutputs) -> None:
     """The drift window takes the model's input rows at the predicted bars."""
-    rows = getattr(out, "features", None)  # (n, F) raw inputs aligned with out.frame
+    rows = getattr(out, "features", None)  # (n, F) raw inputs aligned with out.columns
     if rows is not None:
         state.drift.observe(rows)
 
@@ -142,6 +182,8 @@ def _observe(
 
 def _breaches(result: GuardResult) -> list[Breach]:
     b = result.breaches
+    if not len(b):
+        return []
     return [
         Breach(timestamp=t, symbol=s, rule=r, before=x, after=y, detail=d)
         for t, s, r, x, y, d in zip(
@@ -175,17 +217,21 @@ def _log_breaches(rid: str, version: str, breaches: list[Breach], action: str) -
         log.warning("%d more guardrail breaches in request %s", rest, rid, extra={"fields": fields})
 
 
-def _head_outputs(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in _BASE]
+def _head_outputs(cols: dict[str, np.ndarray]) -> list[str]:
+    return [c for c in cols if c not in _BASE]
 
 
-def _predictions(out: ModelOutputs, result: GuardResult) -> list[Prediction]:
-    frame = out.frame
-    extra = _head_outputs(frame)
-    columns = {c: frame[c].tolist() for c in extra}
+def _stamp(ns: int) -> datetime:
+    """int64 ns UTC → an aware datetime (bars carry at most microseconds)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _predictions(cols: dict[str, np.ndarray], result: GuardResult) -> list[Prediction]:
+    extra = _head_outputs(cols)
+    columns = {c: cols[c].tolist() for c in extra}
     return [
         Prediction(
-            timestamp=t,
+            timestamp=_stamp(t),
             symbol=s,
             position=p,
             model_position=mp,
@@ -194,11 +240,11 @@ def _predictions(out: ModelOutputs, result: GuardResult) -> list[Prediction]:
         )
         for i, (t, s, p, mp, f) in enumerate(
             zip(
-                frame["timestamp"],
-                frame["symbol"],
+                cols["timestamp"].tolist(),
+                cols["symbol"].tolist(),
                 result.positions.tolist(),
-                frame["position"].tolist(),
-                frame["forecast"].tolist(),
+                cols["position"].tolist(),
+                cols["forecast"].tolist(),
                 strict=True,
             )
         )
@@ -211,33 +257,43 @@ def _number(value: float) -> float | None:
 
 
 def _log_rows(
-    rid: str, version: str, out: ModelOutputs, result: GuardResult, newest: str
+    rid: str, version: str, cols: dict[str, np.ndarray], result: GuardResult, newest: str
 ) -> list[tuple[Any, ...]]:
-    frame = out.frame
-    extra = _head_outputs(frame)
+    extra = _head_outputs(cols)
     by_symbol: dict[str, list[dict[str, Any]]] = {}
     b = result.breaches
-    for s, r, x, y, d in zip(
-        b["symbol"], b["rule"], b["before"], b["after"], b["detail"], strict=True
-    ):
-        by_symbol.setdefault(s, []).append({"rule": r, "before": x, "after": y, "detail": d})
+    if len(b):
+        for s, r, x, y, d in zip(
+            b["symbol"], b["rule"], b["before"], b["after"], b["detail"], strict=True
+        ):
+            by_symbol.setdefault(s, []).append({"rule": r, "before": x, "after": y, "detail": d})
     created = pd.Timestamp.now(tz="UTC").isoformat()
+    heads = {c: cols[c].tolist() for c in extra}
+    served = result.positions.tolist()
     return [
         (
             rid,
             version,
-            _iso(frame["timestamp"].iat[i]),
+            _iso(t),
             symbol,
             newest,
-            0.0 if result.action == "reject" else float(result.positions[i]),
-            float(frame["position"].iat[i]),
-            _number(frame["forecast"].iat[i]),
-            json.dumps({c: float(frame[c].iat[i]) for c in extra}),
+            0.0 if result.action == "reject" else float(served[i]),
+            float(position),
+            _number(forecast),
+            json.dumps({c: float(heads[c][i]) for c in extra}),
             result.action,
             json.dumps(by_symbol.get(symbol, [])),
             created,
         )
-        for i, symbol in enumerate(frame["symbol"].tolist())
+        for i, (t, symbol, position, forecast) in enumerate(
+            zip(
+                cols["timestamp"].tolist(),
+                cols["symbol"].tolist(),
+                cols["position"].tolist(),
+                cols["forecast"].tolist(),
+                strict=True,
+            )
+        )
     ]
 
 

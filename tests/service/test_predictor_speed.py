@@ -18,6 +18,7 @@ import pytest
 from market_nn_plus_ultra.features import FeaturePipeline
 from market_nn_plus_ultra.features.registry import FeatureError
 from market_nn_plus_ultra.inference import Agent
+from market_nn_plus_ultra.service.errors import ServiceError
 from market_nn_plus_ultra.service.guard import Guardrails, LiveBook
 from market_nn_plus_ultra.service.predictor import Predictor
 from market_nn_plus_ultra.service.schemas import Bar
@@ -204,3 +205,64 @@ def test_each_guard_result_owns_its_breach_frame(run_dir, market_db):
     again = guard.apply(frame)
     assert len(again.breaches) == 0 and list(again.breaches.columns) == list(first.breaches.columns)
     np.testing.assert_array_equal(again.positions, [0.5, -0.2])
+
+
+def _shifted(bars: list[Bar], scale: float, drop: int) -> list[Bar]:
+    """The bars with every price scaled and the newest ``drop`` left out."""
+    kept = bars[: len(bars) - drop] if drop else bars
+    return [
+        b.model_copy(update={k: getattr(b, k) * scale for k in ("open", "high", "low", "close")})
+        for b in kept
+    ]
+
+
+def test_a_batch_answers_each_request_as_if_alone(run_dir, own_run, ragged_db):
+    """One-symbol requests (made ready together), a two-symbol one and bad ones in one
+    batch: every answer equals the request's answer alone, errors stay with their request."""
+    for run in (run_dir, own_run):
+        agent = Agent.from_checkpoint(run, device="cpu")
+        predictor = Predictor(agent, agent.config.data)
+        every = [Bar(**b) for b in bars_from_db(agent, ragged_db, tail=predictor.min_bars + 12)]
+        aaa = [b for b in every if b.symbol == "AAA"]
+        bbb = [b for b in every if b.symbol == "BBB"]
+        raw = [c for c in predictor.required_columns[5:] if c in predictor.feature_columns]
+        unknown = Bar(**{**aaa[-1].model_dump(), raw[0]: None})  # an input the model reads
+        broken = [*aaa[:-1], unknown]
+        requests = [
+            aaa,
+            _shifted(bbb, 1.1, 3),
+            _shifted(aaa, 0.9, 7),
+            every,  # two symbols: its own tensors, the same forward pass
+            aaa[:10],  # too few bars: a 422 of its own
+            broken,  # non-finite features at its last bar
+            _shifted(bbb, 1.0, 12),
+        ]
+        alone = []
+        for r in requests:
+            try:
+                alone.append(predictor._from_bars(r))
+            except ServiceError as err:
+                alone.append(err)
+        together = predictor._from_bars_many(requests)
+        assert [type(a) for a in alone] == [type(t) for t in together]
+        for a, t in zip(alone, together, strict=True):
+            if isinstance(a, ServiceError):
+                assert (a.status, a.detail) == (t.status, t.detail)
+                continue
+            pd.testing.assert_frame_equal(a.frame, t.frame, atol=1e-6, rtol=0)
+            np.testing.assert_allclose(a.features, t.features, atol=1e-6)
+        assert sum(isinstance(a, ServiceError) for a in alone) == 2
+
+
+def test_concurrent_callers_share_forward_passes(run_dir, ragged_db):
+    agent = Agent.from_checkpoint(run_dir, device="cpu")
+    predictor = Predictor(agent, agent.config.data, max_batch=8)
+    bars = [Bar(**b) for b in bars_from_db(agent, ragged_db, tail=predictor.min_bars)]
+    aaa = [b for b in bars if b.symbol == "AAA"]
+    expected = predictor.from_bars(aaa).frame
+    before = predictor._batches.batches
+    with ThreadPoolExecutor(8) as pool:
+        frames = list(pool.map(lambda _: predictor.from_bars(aaa).frame, range(48)))
+    for frame in frames:
+        pd.testing.assert_frame_equal(frame, expected, atol=1e-6, rtol=0)
+    assert predictor._batches.batches - before < 48  # some requests shared a batch

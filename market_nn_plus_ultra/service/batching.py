@@ -1,0 +1,110 @@
+"""Concurrent requests of one model, answered together by one worker thread.
+
+:class:`BatchQueue` hands each submitted item to a worker that takes everything queued
+(up to ``max_batch`` items) and calls ``run`` once on the lot: while one batch runs, the
+next one gathers. Nothing waits for a batch to fill — a lone request runs at once, as
+before — so batching adds no latency at low load and, under load, turns many small
+forward passes into one (16 one-window passes of the desktop model cost about 2.5 times
+one 16-window pass on a CPU core).
+
+``run`` returns one result per item, an exception in the place of an item that failed:
+a bad request fails alone. The worker thread exits after ``idle_seconds`` without work
+and is started again by the next submission, so a model replaced by a reload leaves no
+thread behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+__all__ = ["BatchQueue"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class BatchQueue(Generic[T, R]):
+    """Items submitted from any thread, run in batches by one worker thread."""
+
+    def __init__(
+        self,
+        run: Callable[[Sequence[T]], Sequence[R | BaseException]],
+        max_batch: int,
+        *,
+        name: str = "batch",
+        idle_seconds: float = 30.0,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.run = run
+        self.max_batch = max_batch
+        self.name = name
+        self.idle_seconds = idle_seconds
+        self._queue: queue.SimpleQueue[tuple[T, Future[R]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self.batches = 0  # batches run so far
+        self.items = 0  # items answered so far
+
+    def submit(self, item: T) -> Future[R]:
+        """Queue ``item``; the future holds its result (or raises its exception)."""
+        future: Future[R] = Future()
+        self._queue.put((item, future))
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._worker.start()
+        return future
+
+    def __call__(self, item: T) -> R:
+        """Submit ``item`` and wait for its result."""
+        return self.submit(item).result()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:  # exit only if nothing arrived since the timeout
+                    if self._queue.empty():
+                        self._worker = None
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._answer(batch)
+
+    def _answer(self, batch: list[tuple[T, Future[R]]]) -> None:
+        live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            results = self.run([item for item, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(
+                    f"{self.name}: the batch function returned {len(results)} results "
+                    f"for {len(live)} items"
+                )
+        except BaseException as err:  # the whole batch failed: every caller sees why
+            log.exception("%s: a batch of %d failed", self.name, len(live))
+            for _, future in live:
+                future.set_exception(err)
+            return
+        self.batches += 1
+        self.items += len(live)
+        for (_, future), result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
