@@ -9,6 +9,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from .. import __version__
+from . import annotate as annotate_cmds
 from . import bench as bench_cmds
 from . import data as data_cmds
 from . import features as features_cmds
@@ -62,6 +63,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmds.app, name="data")
+app.add_typer(annotate_cmds.app, name="annotate")
 app.command("audit")(audit)
 app.command("backtest")(backtest)
 app.add_typer(features_cmds.app, name="features")

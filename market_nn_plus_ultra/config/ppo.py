@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -35,6 +36,22 @@ class OffPolicyConfig(_Section):
     )
     min_buffer: int = Field(
         1024, ge=1, description="Skip AWR until the buffer holds this many transitions."
+    )
+    dataset: Path | None = Field(
+        None,
+        description="Feedback dataset (`plus-ultra annotate export`) that seeds the replay "
+        "buffer before the first update; null = none.",
+    )
+    veto: Literal["exclude", "penalise"] = Field(
+        "penalise",
+        description="Vetoed actions: exclude = left out of AWR; penalise = also pushed away "
+        "by an unlikelihood term.",
+    )
+    veto_penalty: float = Field(
+        10.0,
+        ge=0,
+        description="Weight of each vetoed action's unlikelihood term −log(1 − P(vetoed action)), "
+        "relative to one replayed AWR sample (penalise).",
     )
 
 
@@ -104,6 +121,11 @@ class PPOConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
+        if self.off_policy.dataset is not None and not self.off_policy.enabled:
+            raise ValueError(
+                "reinforcement.ppo.off_policy.dataset seeds the off-policy replay buffer: set "
+                "reinforcement.ppo.off_policy.enabled=true, or dataset=null"
+            )
         if self.off_policy.enabled and self.off_policy.batch_size > self.off_policy.buffer_size:
             raise ValueError(
                 f"reinforcement.ppo.off_policy.batch_size ({self.off_policy.batch_size}) exceeds "

@@ -169,16 +169,26 @@ TABLES: dict[str, TableSpec] = {
             "annotations",
             (
                 Column("annotation_id", "INTEGER", nullable=False),
-                _TS,
+                Column("timestamp", "TEXT", nullable=False, description="the annotated bar (UTC)"),
                 Column("symbol", "TEXT"),
                 Column("author", "TEXT"),
-                Column("kind", "TEXT"),
+                Column("kind", "TEXT", description="note | anomaly | veto"),
                 Column("text", "TEXT", nullable=False),
+                # Added after the first release: nullable, so older tables stay valid and
+                # are extended in place (ALTER TABLE ADD COLUMN) on the first write.
+                Column("request_id", "TEXT", description="the service's request id"),
+                Column("model_version", "TEXT", description="the served model's version"),
+                Column("trade_id", "INTEGER", description="trades.trade_id annotated"),
+                Column("rationale", "TEXT", description="why: required for a veto"),
+                Column("created", "TEXT", description="when it was written (UTC)"),
             ),
             primary_key=("annotation_id",),
-            indexes=(("symbol", "timestamp"),),
+            indexes=(("symbol", "timestamp"), ("request_id",)),
             without_rowid=False,
-            description="analyst feedback attached to a bar or a symbol",
+            description=(
+                "analyst feedback on a prediction, a trade or a bar: a note, an anomaly flag "
+                "or a veto of the action taken (with a rationale)"
+            ),
         ),
         TableSpec(
             "metadata",

@@ -26,6 +26,7 @@ from pandera.errors import SchemaErrorReason, SchemaErrors
 from .schema import ALT_PREFIX, TABLES
 
 __all__ = [
+    "ANNOTATION_KINDS",
     "Finding",
     "TableLayout",
     "layout_for",
@@ -43,6 +44,10 @@ _POSITIVE = {"series": _PRICE_COLUMNS, "trades": ("price",)}
 _NON_NEGATIVE = {"series": ("volume",), "corporate_actions": ("value",)}
 #: Tables keyed by an id: their rows need not be in time order.
 _UNORDERED = {"assets", "trades", "annotations", "metadata"}
+#: TEXT columns besides ``timestamp`` that hold ISO-8601 times (NULL allowed), by table.
+_TIME_TEXT = {"annotations": ("created",)}
+#: The kinds of analyst annotation (``annotations.kind``; NULL reads as a note).
+ANNOTATION_KINDS = ("note", "anomaly", "veto")
 _ZONE = re.compile(
     r"[T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?P<zone>Z|(?P<sign>[+-])(?P<hh>\d{2}):?(?P<mm>\d{2})?)?\s*$",
     re.IGNORECASE,
@@ -270,6 +275,18 @@ def _json(values: pd.Series) -> pd.Series:
     return values.map(parses).astype(bool)
 
 
+def _annotation_kind(values: pd.Series) -> pd.Series:
+    return values.isin(ANNOTATION_KINDS)
+
+
+def _veto_has_rationale(frame: pd.DataFrame) -> pd.Series:
+    """A veto without a rationale (missing, or blank text) fails."""
+    veto = frame["kind"] == "veto"
+    why = frame["rationale"] if "rationale" in frame else pd.Series(None, index=frame.index)
+    blank = why.isna() | (why.astype(object).map(lambda v: str(v).strip()) == "")
+    return ~(veto & blank)
+
+
 def _unique(key: tuple[str, ...]) -> Callable[[pd.DataFrame], pd.Series]:
     def check(frame: pd.DataFrame) -> pd.Series:
         complete = frame[list(key)].notna().all(axis=1)
@@ -332,6 +349,8 @@ def storage_schema(layout: TableLayout, columns: list[str]) -> pa.DataFrameSchem
                 _check(_parseable, "timestamp_format"),
                 _check(_single_zone, "mixed_timezones"),
             ]
+        elif col in _TIME_TEXT.get(layout.table, ()):
+            checks = [_check(_parseable, "timestamp_format")]
         elif sql_type == "REAL":
             checks = [_check(_numeric, "numeric")]
             if col not in layout.nullable:
@@ -364,6 +383,8 @@ def content_schema(
             checks.append(pa.Check.ge(0, name="non_negative", n_failure_cases=_N_CASES))
         if table == "metadata" and col == "value":
             checks.append(_check(_json, "json"))
+        if table == "annotations" and col == "kind":
+            checks.append(_check(_annotation_kind, "annotation_kind"))
         cols[col] = pa.Column(dtype, nullable=col in layout.nullable, checks=checks, name=col)
 
     frame_checks = []
@@ -376,6 +397,8 @@ def content_schema(
     if table == "series" and set(_PRICE_COLUMNS) <= set(columns):
         frame_checks.append(_check(_low_consistent, "ohlc_low@low"))
         frame_checks.append(_check(_high_consistent, "ohlc_high@high"))
+    if table == "annotations" and "kind" in columns:
+        frame_checks.append(_check(_veto_has_rationale, "veto_rationale@rationale"))
     if known_symbols is not None and "symbol" in columns and table != "assets":
         frame_checks.append(_check(_known_symbol(known_symbols), "unknown_symbol@symbol"))
     return pa.DataFrameSchema(cols, checks=frame_checks, name=table)

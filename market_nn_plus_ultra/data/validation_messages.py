@@ -77,6 +77,14 @@ _TEXT: dict[str, tuple[str, str]] = {
         "add those symbols to assets or remove their rows",
     ),
     "json": ("{n} values are not JSON ({ex})", "store json.dumps(value)"),
+    "annotation_kind": (
+        "{n} annotations have a kind other than note, anomaly or veto ({ex})",
+        "write kind as note, anomaly or veto",
+    ),
+    "veto_rationale": (
+        "{n} vetoes have no rationale",
+        "a veto must say why: fill rationale (plus-ultra annotate add --rationale TEXT)",
+    ),
 }
 _WARNINGS = {"json", "gap", "unknown_column"}
 

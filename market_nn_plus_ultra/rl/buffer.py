@@ -7,7 +7,9 @@
 - :func:`awr_update` is the off-policy actor update on replayed transitions:
   advantage-weighted regression (Peng et al. 2019, arXiv:1910.00177),
   ``loss = −mean(w · log π(a|s))`` with ``w = min(exp(Â / β), max_weight)``, where ``Â``
-  is the return minus the current critic's value, standardised over the batch.
+  is the return minus the current critic's value, standardised over the batch. Actions an
+  analyst vetoed are left out of ``log π`` and, with ``off_policy.veto=penalise``, pushed
+  away by an unlikelihood term (:mod:`.veto`).
 - :func:`load_transitions` / :func:`save_transitions` read and write transitions as
   Parquet (one row per transition; the schema is in :data:`TRANSITION_COLUMNS`).
 """
@@ -29,6 +31,7 @@ from market_nn_plus_ultra._io import atomic_path
 from market_nn_plus_ultra.config.ppo import OffPolicyConfig
 
 from .policy import ActorCritic
+from .veto import symbol_log_prob, veto_unlikelihood
 
 __all__ = [
     "TRANSITION_COLUMNS",
@@ -183,18 +186,36 @@ class RolloutBuffer:
 
 @dataclass
 class Transitions:
-    """A batch of ``B`` transitions: observations, stored actions ``(B, S)``, returns ``(B,)``."""
+    """A batch of ``B`` transitions: observations, stored actions ``(B, S)``, returns ``(B,)``.
+
+    ``known`` ``(B, S)`` bool marks the symbols whose action was logged (None: all);
+    ``veto`` ``(B, S)`` bool the actions an analyst vetoed (None: none).
+    """
 
     obs: Obs
     actions: Tensor
     returns: Tensor
+    known: Tensor | None = None
+    veto: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.returns.shape[0])
 
     def to(self, device: str | torch.device) -> Transitions:
         obs = {k: v.to(device) for k, v in self.obs.items()}
-        return Transitions(obs, self.actions.to(device), self.returns.to(device))
+        masks = [None if m is None else m.to(device) for m in (self.known, self.veto)]
+        return Transitions(obs, self.actions.to(device), self.returns.to(device), *masks)
+
+    def masks(self) -> tuple[Tensor, Tensor]:
+        """``(known, veto)`` as ``(B, S)`` bool tensors (defaults filled in)."""
+        shape, device = self.actions.shape[:2], self.actions.device
+        known = (
+            torch.ones(shape, dtype=torch.bool, device=device) if self.known is None else self.known
+        )
+        veto = (
+            torch.zeros(shape, dtype=torch.bool, device=device) if self.veto is None else self.veto
+        )
+        return known, veto
 
 
 class ReplayBuffer:
@@ -209,6 +230,7 @@ class ReplayBuffer:
         self.capacity, self.device = capacity, torch.device(device)
         self._data: Transitions | None = None
         self._next, self._size = 0, 0
+        self.has_vetoes = False  # a vetoed action was ever added (the veto term runs)
 
     def __len__(self) -> int:
         return self._size
@@ -218,7 +240,10 @@ class ReplayBuffer:
             return torch.empty((self.capacity, *v.shape[1:]), dtype=v.dtype, device=self.device)
 
         obs = {k: empty(v) for k, v in batch.obs.items()}
-        return Transitions(obs, empty(batch.actions), empty(batch.returns))
+        known, veto = batch.masks()
+        return Transitions(
+            obs, empty(batch.actions), empty(batch.returns), empty(known), empty(veto)
+        )
 
     def add(self, batch: Transitions) -> None:
         """Append ``batch`` (the oldest transitions are overwritten when full)."""
@@ -237,6 +262,11 @@ class ReplayBuffer:
             store[idx] = batch.obs[key][src].to(self.device)
         self._data.actions[idx] = batch.actions[src].to(self.device)
         self._data.returns[idx] = batch.returns[src].to(self.device)
+        known, veto = batch.masks()
+        self._data.known[idx] = known[src].to(self.device)  # type: ignore[index]
+        self._data.veto[idx] = veto[src].to(self.device)  # type: ignore[index]
+        if batch.veto is not None and bool(batch.veto[src].any()):
+            self.has_vetoes = True
         self._next = (self._next + keep) % self.capacity
         self._size = min(self._size + keep, self.capacity)
 
@@ -245,18 +275,30 @@ class ReplayBuffer:
         if self._data is None or self._size == 0:
             raise ValueError("the replay buffer is empty — add transitions before sampling")
         idx = torch.randint(0, self._size, (batch_size,), generator=generator, device=self.device)
-        obs = {k: v[idx] for k, v in self._data.obs.items()}
-        return Transitions(obs, self._data.actions[idx], self._data.returns[idx])
+        data = self._data
+        obs = {k: v[idx] for k, v in data.obs.items()}
+        known, veto = data.known[idx], data.veto[idx]  # type: ignore[index]
+        return Transitions(obs, data.actions[idx], data.returns[idx], known, veto)
 
 
 @dataclass(frozen=True)
 class AWRStats:
-    """Mean AWR actor loss, mean weight and share of weights at ``max_weight`` over the steps."""
+    """Mean AWR actor loss (the veto term included), mean weight, share of weights at
+    ``max_weight`` and mean veto term (NaN when none ran) over the steps."""
 
     loss: float
     mean_weight: float
     clipped_share: float
     steps: int
+    veto_loss: float = math.nan
+
+
+def _standardised(adv: Tensor, active: Tensor) -> Tensor:
+    """``adv`` minus the mean over the ``active`` rows, over their std (no host sync)."""
+    n = active.sum()
+    mean = (adv * active).sum() / n.clamp(min=1)
+    var = ((adv - mean).square() * active).sum() / (n - 1).clamp(min=1)
+    return (adv - mean) / (var.sqrt() + 1e-8)
 
 
 def awr_update(
@@ -272,19 +314,28 @@ def awr_update(
 
     The weights use the current critic (no gradient); ``optimizer`` should hold the
     actor's parameters (the backbone's too unless it is frozen), not the critic's.
+    ``log π`` sums the known, unvetoed symbols' actions (``Â`` is standardised over the
+    transitions that have one); ``cfg.veto=penalise`` adds ``cfg.veto_penalty`` times
+    :func:`~.veto.veto_unlikelihood` once the buffer holds a vetoed action.
     """
     if len(buffer) < cfg.min_buffer or cfg.updates_per_rollout == 0:
         return AWRStats(math.nan, math.nan, math.nan, 0)
-    losses, weights, clipped = [], [], []
+    penalise = buffer.has_vetoes and cfg.veto == "penalise" and cfg.veto_penalty > 0
+    losses, weights, clipped, vetoes = [], [], [], []
     for _ in range(cfg.updates_per_rollout):
         batch = buffer.sample(cfg.batch_size, generator)
         out = policy(batch.obs)
+        known, veto = batch.masks()
+        imitate = known & ~veto  # (B, S)
         with torch.no_grad():
-            adv = batch.returns - out.value
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = _standardised(batch.returns - out.value, imitate.any(dim=-1))
             w = torch.exp(adv / cfg.awr_beta).clamp(max=cfg.max_weight)
-        log_prob, _ = policy.log_prob_entropy(out, batch.actions)
+        log_prob = (symbol_log_prob(out, batch.actions) * imitate).sum(dim=-1)  # (B,)
         loss = -(w * log_prob).mean()
+        if penalise:
+            term = veto_unlikelihood(out, batch.actions, veto)
+            loss = loss + cfg.veto_penalty * term
+            vetoes.append(term.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:
@@ -296,7 +347,8 @@ def awr_update(
         clipped.append((w >= cfg.max_weight).float().mean())
     stats = torch.stack([torch.stack(losses), torch.stack(weights), torch.stack(clipped)]).mean(1)
     loss_v, weight_v, clip_v = stats.tolist()
-    return AWRStats(loss_v, weight_v, clip_v, cfg.updates_per_rollout)
+    veto_v = float(torch.stack(vetoes).mean()) if vetoes else math.nan
+    return AWRStats(loss_v, weight_v, clip_v, cfg.updates_per_rollout, veto_v)
 
 
 # --------------------------------------------------------------------------------------

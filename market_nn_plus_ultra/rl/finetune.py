@@ -19,6 +19,9 @@ stage change. After every update the run folder (:mod:`.run_folder`) holds the c
 :class:`~.ppo.UpdateStats` fields and ``curriculum_stage``) and TensorBoard events
 (``tracking.tensorboard``, when a writer is importable), each file written atomically.
 ``resume=True`` continues from ``state.pt``: the finished run equals an uninterrupted one.
+With ``reinforcement.ppo.off_policy.dataset`` (an ``plus-ultra annotate export`` file) the
+replay buffer starts with the analysts' feedback, resolved on this run's market
+(:func:`~.feedback.load_feedback`); the buffer is not saved, so a resumed run seeds it again.
 """
 
 from __future__ import annotations
@@ -153,6 +156,29 @@ def _check_warm_start(out: Path, warm_start: str | Path | None) -> None:
         raise FinetuneError(
             f"--resume: the run in {out} started from {started} — resume with {fix}"
         )
+
+
+def _seed_replay(cfg: Config, ppo: PPO, market: EnvMarket, collector: Any) -> None:
+    """Fill the replay buffer with the feedback dataset of ``off_policy.dataset``, if any."""
+    off = cfg.reinforcement.ppo.off_policy
+    if off.dataset is None or ppo.replay is None:
+        return
+    from .feedback import load_feedback
+
+    seeded = load_feedback(
+        off.dataset,
+        market,
+        cfg.windows,
+        action_mode=cfg.reinforcement.env.action,
+        gamma=cfg.reinforcement.ppo.gamma,
+        window=int(collector.stage_settings.get("window") or cfg.windows.window),
+        market_state=cfg.model.market_state_embedding,
+        num_regimes=cfg.model.num_regimes,
+        device=ppo.device,
+        market_db=cfg.data.sqlite_path,
+    )
+    ppo.replay.add(seeded.transitions)
+    log.info(seeded.summary(), extra={"fields": {"event": "feedback_seeded", "used": seeded.used}})
 
 
 def _collector(cfg: Config, source: Source, device: torch.device) -> tuple[Any, EnvMarket]:
@@ -312,6 +338,7 @@ def finetune(
         local = collector if rl.rollout_workers == 0 else None
         rollouts = None if rl.rollout_workers == 0 else collector
         ppo = PPO(local, policy, rl.ppo, rl.updates, seed=cfg.seed, rollouts=rollouts)
+        _seed_replay(cfg, ppo, market, collector)
         history: list[FinetuneUpdate] = []
         if resume:
             history = _restore(out, ppo, curriculum)

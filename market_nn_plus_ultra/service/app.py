@@ -181,6 +181,7 @@ def create_app(
     :class:`~market_nn_plus_ultra.config.ConfigError` or :class:`ServiceError` for a
     setting that cannot work (no checkpoint, an unwritable or shared service database).
     """
+    from .review import router as review_router
     from .routes import router
     from .routes_predict import router as predict_router
 
@@ -219,6 +220,7 @@ def create_app(
     app.state.service = state
     app.include_router(router)
     app.include_router(predict_router)
+    app.include_router(review_router)
     _register_schemas(app, (PredictRequest,))
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
