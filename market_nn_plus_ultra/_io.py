@@ -45,6 +45,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "exclusive",
+    "is_temp_name",
     "json_ready",
     "remove_stale_temps",
     "temp_path",
@@ -55,6 +56,11 @@ __all__ = [
 # writes of the same target in one process (threads) apart.
 # A SQLite database written under a temporary name has its sidecars beside it.
 _TEMP = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp(-journal|-wal|-shm)?$")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of one of this writer's temporary files (or its SQLite sidecars)."""
+    return _TEMP.match(name) is not None
 
 
 def temp_path(target: str | Path) -> Path:

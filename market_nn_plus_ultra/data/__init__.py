@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .annotations import AnnotationError, add_annotation, read_annotations
     from .panel import read_panel
     from .schema import TABLES, TableSpec, ddl
     from .store import (
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "AnnotationError": "annotations",
+    "add_annotation": "annotations",
+    "read_annotations": "annotations",
     "read_panel": "panel",
     "TABLES": "schema",
     "TableSpec": "schema",
@@ -50,13 +54,16 @@ _EXPORTS = {
 
 __all__ = [
     "TABLES",
+    "AnnotationError",
     "DataValidationError",
     "StoreError",
     "TableSpec",
     "ValidationFailure",
     "ValidationReport",
+    "add_annotation",
     "ddl",
     "drop_invalid_rows",
+    "read_annotations",
     "read_metadata",
     "read_panel",
     "read_table",

@@ -28,7 +28,15 @@ import pandas as pd
 
 from .prediction_log import find_predictions, log_timestamp, read_trades
 from .schema import TABLES, ddl
-from .store import StoreError, _transaction, connect, format_timestamps, list_tables, table_columns
+from .store import (
+    StoreError,
+    _transaction,
+    add_missing_columns,
+    connect,
+    format_timestamps,
+    list_tables,
+    table_columns,
+)
 from .validation import validate_tables
 from .validation_checks import ANNOTATION_KINDS
 
@@ -87,17 +95,10 @@ class _Target:
 def ensure_annotations_table(con: sqlite3.Connection) -> None:
     """Create ``annotations`` (and its indexes) when missing; add the columns an older
     table lacks. Runs inside the caller's transaction."""
-    if "annotations" in list_tables(con):
-        have = table_columns(con, "annotations")
-        for col in _SPEC.columns:
-            if col.name in have:
-                continue
-            if not col.nullable:
-                raise AnnotationError(
-                    f"the annotations table lacks the required column `{col.name}`; its columns "
-                    f"are {list(have)} — rename that table or annotate into another --database"
-                )
-            con.execute(f'ALTER TABLE annotations ADD COLUMN "{col.name}" {col.sql_type}')
+    try:
+        add_missing_columns(con, ["annotations"])
+    except StoreError as err:
+        raise AnnotationError(f"{err}, or annotate into another --database") from None
     for statement in ddl(["annotations"]):
         con.execute(statement)
 

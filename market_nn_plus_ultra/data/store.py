@@ -247,6 +247,27 @@ def write_database(
     return path
 
 
+def add_missing_columns(con: sqlite3.Connection, tables: list[str] | None = None) -> None:
+    """Bring tables written by an older release up to the schema: add each nullable column
+    a table lacks (before the DDL creates indexes that name them). A missing required
+    column cannot be added and is a :class:`StoreError` naming it. Runs inside the
+    caller's transaction."""
+    present = set(list_tables(con))
+    for name in tables or list(TABLES):
+        if name not in present:
+            continue
+        have = table_columns(con, name)
+        for col in TABLES[name].columns:
+            if col.name in have:
+                continue
+            if not col.nullable:
+                raise StoreError(
+                    f"table {name} lacks the required column `{col.name}` (its columns: "
+                    f"{list(have)}) — rename that table or rebuild the database"
+                )
+            con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col.name}" {col.sql_type}')
+
+
 @contextlib.contextmanager
 def _transaction(path: Path) -> Iterator[sqlite3.Connection]:
     con = connect(path, readonly=False)
@@ -281,6 +302,7 @@ def update_database(
     """
     path = Path(path)
     with _transaction(path) as con:
+        add_missing_columns(con)
         for stmt in ddl():
             con.execute(stmt)
         existing = set(list_tables(con))

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_dir, json_ready, write_json
+from .._io import atomic_dir, is_temp_name, json_ready, write_json
 
 __all__ = ["PUSH_MARKER", "PushError", "push"]
 
@@ -47,9 +47,6 @@ log = logging.getLogger(__name__)
 
 #: The completion marker (a JSON manifest), written last in every pushed run folder.
 PUSH_MARKER = "_SUCCESS"
-# The crash-safe writer's temporaries (``.<name>.<pid>-<8 hex>.tmp``, plus SQLite sidecars)
-# and its lock sidecars (``.<name>.lock``): half-written or empty, never artefacts.
-_WRITER_TEMP = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp(-journal|-wal|-shm)?$")
 _LOCK = re.compile(r"^\..+\.lock$")
 _HINT_SCHEMES = "a local folder, memory://PATH, s3://BUCKET/PREFIX (needs s3fs)"
 # Object stores have no folders; their makedirs would create a missing *bucket*, which a
@@ -62,7 +59,7 @@ class PushError(RuntimeError):
 
 
 def _skip_reason(name: str) -> str | None:
-    if _WRITER_TEMP.match(name):
+    if is_temp_name(name):
         return "temporary file of an unfinished write"
     if _LOCK.match(name):
         return "lock sidecar of the crash-safe writer"

@@ -24,6 +24,7 @@ from .buffer import (
 from .curriculum import STAGE_SETTINGS, Curriculum
 from .distributed import RayRollouts
 from .env import VectorTradingEnv
+from .feedback import FeedbackError, export_feedback, load_feedback
 from .finetune import FinetuneError, FinetuneResult, FinetuneUpdate, finetune
 from .market import EnvMarket
 from .observe import PORTFOLIO_FIELDS
@@ -55,6 +56,7 @@ __all__ = [
     "Curriculum",
     "EnvMarket",
     "EnvRollouts",
+    "FeedbackError",
     "FinetuneError",
     "FinetuneResult",
     "FinetuneUpdate",
@@ -74,8 +76,10 @@ __all__ = [
     "WarmStartSummary",
     "awr_update",
     "explained_variance",
+    "export_feedback",
     "finetune",
     "gae",
+    "load_feedback",
     "load_pretrained_backbone",
     "load_supervised",
     "load_transitions",

@@ -15,7 +15,7 @@ from market_nn_plus_ultra.data.annotations import (
     read_annotations,
 )
 from market_nn_plus_ultra.data.prediction_log import find_predictions, read_predictions
-from market_nn_plus_ultra.data.store import write_database
+from market_nn_plus_ultra.data.store import update_database, write_database
 from market_nn_plus_ultra.data.validation import (
     DataValidationError,
     validate_database,
@@ -152,6 +152,30 @@ def test_an_older_annotations_table_is_extended_in_place(tmp_path):
     con.close()
     assert columns == list(ANNOTATION_COLUMNS)
     assert read_annotations(db, kinds=["note"])["annotation_id"].tolist() == [2, 1]
+
+
+def test_writes_to_a_database_with_an_older_annotations_table_extend_it(tmp_path):
+    """``update_database`` (``data build``, ``import --append``) on a database written before
+    the annotations table grew its columns: the columns are added before the indexes that
+    name them, and the old rows stay."""
+    db = tmp_path / "market.db"
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TABLE annotations (annotation_id INTEGER NOT NULL, timestamp TEXT NOT NULL, "
+        "symbol TEXT, author TEXT, kind TEXT, text TEXT NOT NULL, PRIMARY KEY (annotation_id))"
+    )
+    con.execute(
+        "INSERT INTO annotations VALUES (1, '2023-01-02T00:00:00Z', 'AAA', 'bo', NULL, 'x')"
+    )
+    con.commit()
+    con.close()
+    update_database(db, {"metadata": pd.DataFrame({"key": ["k"], "value": ["v"]})})
+    con = sqlite3.connect(db)
+    columns = [r[1] for r in con.execute("PRAGMA table_info(annotations)")]
+    rows = con.execute("SELECT annotation_id, text, request_id FROM annotations").fetchall()
+    con.close()
+    assert columns == list(ANNOTATION_COLUMNS)
+    assert rows == [(1, "x", None)]
 
 
 def test_a_trade_annotation_and_a_valid_market_database(tmp_path):
