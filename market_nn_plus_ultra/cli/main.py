@@ -13,6 +13,7 @@ from . import annotate as annotate_cmds
 from . import bench as bench_cmds
 from . import data as data_cmds
 from . import features as features_cmds
+from . import retrain as retrain_cmds
 from ._common import setup_logging
 from .audit import audit
 from .backtest import backtest
@@ -70,6 +71,7 @@ app.add_typer(features_cmds.app, name="features")
 app.command("demo")(demo)
 app.add_typer(bench_cmds.app, name="bench")
 app.command("report")(report)
+app.add_typer(retrain_cmds.app, name="retrain")
 app.command("pretrain")(pretrain)
 app.command("predict")(predict)
 app.command("rl-finetune")(rl_finetune)

@@ -1,8 +1,10 @@
 """Orchestration layer: workflows that chain the others — the demo, walk-forward with
-retraining per fold (and the walk-forward command's dispatcher), and benchmark sweeps with their Parquet catalogue."""
+retraining per fold (and the walk-forward command's dispatcher), benchmark sweeps with their
+Parquet catalogue, and the staged retrain pipeline (:mod:`.pipeline`)."""
 
 from .catalogue import CATALOGUE_COLUMNS, append_catalogue, read_catalogue
 from .demo import DEMO_STEPS, DemoResult, build_demo_databases, demo_config, run_demo
+from .pipeline import RetrainOptions, RetrainResult, run_pipeline
 from .retrain import FOLD_PREDICTIONS, RetrainFold, retrain_folds, walkforward_retrain
 from .sweep import (
     COMPARED_METRICS,
@@ -30,6 +32,8 @@ __all__ = [
     "ComparisonResult",
     "DemoResult",
     "RetrainFold",
+    "RetrainOptions",
+    "RetrainResult",
     "Scenario",
     "SweepResult",
     "WalkForwardOutputs",
@@ -42,6 +46,7 @@ __all__ = [
     "read_catalogue",
     "retrain_folds",
     "run_demo",
+    "run_pipeline",
     "run_pretraining_comparison",
     "run_sweep",
     "run_walkforward",
