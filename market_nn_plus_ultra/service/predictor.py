@@ -42,7 +42,7 @@ from ..training.checks import check_config
 from ..training.data import normaliser_from_state
 from ..windows import MarketTensors, Normaliser, SlidingWindowDataset
 from .bars import PRICES, BarArrays, bar_arrays
-from .batching import BatchQueue
+from .batching import BatchQueue, LoopBatcher
 from .errors import ServiceError
 from .outputs import ModelOutputs, check_finite
 from .single_batch import SingleSymbolBatch
@@ -131,6 +131,9 @@ class Predictor:
         self._batches: BatchQueue[Sequence[Bar], ModelOutputs] = BatchQueue(
             self._from_bars_many, max(1, int(max_batch)), name="predict-batch"
         )
+        self._loop_batches: LoopBatcher[Sequence[Bar], ModelOutputs] = LoopBatcher(
+            self._from_bars_many, max(1, int(max_batch))
+        )
 
     # ----------------------------------------------------------------------------------
     # The two modes
@@ -150,6 +153,11 @@ class Predictor:
         """:meth:`from_bars` without waiting: the future holds the outputs (or raises the
         request's :class:`ServiceError`)."""
         return self._batches.submit(bars)
+
+    async def predict_bars(self, bars: Sequence[Bar]) -> ModelOutputs:
+        """:meth:`from_bars` for a coroutine: concurrent requests of the event loop are
+        answered together, on the loop (:class:`~.batching.LoopBatcher`)."""
+        return await self._loop_batches(bars)
 
     def _from_bars_many(self, requests: Sequence[Sequence[Bar]]) -> list[ModelOutputs | Exception]:
         """Each request's outputs (or its :class:`ServiceError`), the windows of every

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -96,8 +95,8 @@ async def predict(request: Request) -> Response:
     """Target positions at each symbol's latest bar, from the service's database
     (``symbols``, ``as_of``) or from the caller's recent bars (``bars``), after the
     guardrails. Logged with the request id."""
-    # The model runs off the event loop: bars requests in the predictor's batch worker
-    # (concurrent requests share one forward pass), database reads in the thread pool.
+    # Bars requests that arrive together are answered together, on the loop (one forward
+    # pass; see batching.LoopBatcher); database reads run in the thread pool.
     body = parse_predict(await request.body())
     state = _state(request)
     rid = request.state.request_id
@@ -108,7 +107,7 @@ async def predict(request: Request) -> Response:
         mode = "bars"
         check_rows(len(body.bars), svc, "bars", served.predictor.min_bars)
         check_symbols(len({b.symbol for b in body.bars}), svc, "bars[].symbol")
-        out = await asyncio.wrap_future(served.predictor.submit_bars(body.bars))
+        out = await served.predictor.predict_bars(body.bars)
     else:
         mode = "database"
         check_symbols(len(set(body.symbols or [])), svc, "symbols")
