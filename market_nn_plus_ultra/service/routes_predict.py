@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -96,7 +97,8 @@ async def predict(request: Request) -> Response:
     (``symbols``, ``as_of``) or from the caller's recent bars (``bars``), after the
     guardrails. Logged with the request id."""
     # Bars requests that arrive together are answered together, on the loop (one forward
-    # pass; see batching.LoopBatcher); database reads run in the thread pool.
+    # pass; see batching.LoopBatcher); a policy's replays run on the predictor's worker
+    # thread and database reads in the thread pool.
     body = parse_predict(await request.body())
     state = _state(request)
     rid = request.state.request_id
@@ -107,7 +109,11 @@ async def predict(request: Request) -> Response:
         mode = "bars"
         check_rows(len(body.bars), svc, "bars", served.predictor.min_bars)
         check_symbols(len({b.symbol for b in body.bars}), svc, "bars[].symbol")
-        out = await served.predictor.predict_bars(body.bars)
+        predictor = served.predictor
+        if predictor.batched:
+            out = await predictor.predict_bars(body.bars)
+        else:  # a policy replays every bar: too long to hold the event loop for
+            out = await asyncio.wrap_future(predictor.submit_bars(body.bars))
     else:
         mode = "database"
         check_symbols(len(set(body.symbols or [])), svc, "symbols")

@@ -124,3 +124,23 @@ def test_a_stage_cut_while_running_is_redone_from_an_empty_folder(tmp_path):
     assert snapshot(first.run_dir, ("validate", "train")) == kept
     assert [resumed.stage(n).status for n in ("evaluate", "report", "promote")] == ["done"] * 3
     assert resumed.promoted  # the run already named in champion.json stays the champion
+
+
+def test_a_run_folder_busy_in_another_process_is_refused(tmp_path):
+    """Two resumes of one run would write the same stage folders: the second is refused
+    while the first holds the folder's lock, and runs once it is released."""
+    import fcntl
+
+    from market_nn_plus_ultra.orchestration.pipeline import run_pipeline
+    from market_nn_plus_ultra.orchestration.pipeline.run import RunBusyError
+
+    from .test_pipeline import options, tiny_db
+
+    db = tiny_db(tmp_path / "market.db")
+    first = run_pipeline(options(db, tmp_path / "runs", overrides=FIRST))
+    with open(first.run_dir / ".retrain.lock", "a+b") as other:  # another process's hold
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(RunBusyError, match="being run by another plus-ultra retrain"):
+            run_pipeline(resume=first.run_dir)
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    assert run_pipeline(resume=first.run_dir).stage("train").status == "done"

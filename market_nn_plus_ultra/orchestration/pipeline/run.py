@@ -18,10 +18,11 @@ are ``done``; ``--resume`` then continues at the first stage that is not, and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,11 +291,56 @@ def run_pipeline(
         )
     first = STAGES.index(check_stage_name(from_stage)) if from_stage else len(STAGES)
     chosen = [check_stage_name(s) for s in stages] if stages else list(STAGES)
+    if resume is not None:
+        with _sole(Path(resume)):
+            run = open_run(options, resume=resume, changes=changes)
+            return _run_stages(run, chosen, first, on_event)
     run = open_run(options, resume=resume, changes=changes)
+    with _sole(run.run_dir):
+        return _run_stages(run, chosen, first, on_event)
+
+
+def _run_stages(
+    run: RetrainRun,
+    chosen: Sequence[str],
+    first: int,
+    on_event: Callable[[StageEvent], None] | None,
+) -> RetrainResult:
     for name in STAGES:
         if name in chosen:
             execute_stage(run, name, force=STAGES.index(name) >= first, on_event=on_event)
     return _result(run)
+
+
+class RunBusyError(ValueError):
+    """Another process is running the same run folder."""
+
+
+@contextlib.contextmanager
+def _sole(run_dir: Path) -> Iterator[None]:
+    """One process at a time per run folder: a second one is refused, not queued (two
+    resumes of one run would write the same stage folders). The lock is an advisory
+    ``flock`` on ``.retrain.lock`` in the folder, released by the OS if the holder dies."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    if not run_dir.is_dir():  # RetrainRun.resume names a missing folder and the fix
+        yield
+        return
+    with open(run_dir / ".retrain.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusyError(
+                f"{run_dir} is being run by another plus-ultra retrain right now — wait for it "
+                "to finish (or stop it) before --resume"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _new_options(given: Mapping[str, Any]) -> RetrainOptions:
