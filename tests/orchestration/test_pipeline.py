@@ -183,6 +183,29 @@ def test_resume_leaves_finished_stages_untouched_and_from_stage_reruns_the_tail(
         run_pipeline(resume=result.run_dir, from_stage="evaluation")
 
 
+def test_relative_paths_resume_from_anywhere_without_redoing_stages(db, tmp_path, monkeypatch):
+    """`plus-ultra retrain --dataset data/x.db` as typed in a shell, resumed later from
+    another directory: the resumed run resolves the same inputs and redoes nothing."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "market.db").write_bytes(db.read_bytes())
+    monkeypatch.chdir(work)
+    opts = RetrainOptions(
+        dataset=Path("data/market.db"),
+        train_config=None,
+        overrides=(*TINY, *FIRST),
+        output_dir=Path("runs"),
+        skip_pretraining=True,
+    )
+    result = run_pipeline(opts)
+    assert result.run_dir.is_absolute()
+    kept = snapshot(result.run_dir, ("validate", "train", "evaluate"))
+    monkeypatch.chdir(tmp_path)
+    again = run_pipeline(resume=Path("work/runs") / result.run_dir.name)
+    assert snapshot(result.run_dir, ("validate", "train", "evaluate")) == kept
+    assert [s.status for s in again.stages] == [s.status for s in result.stages]
+
+
 def test_a_changed_config_reruns_only_the_stages_that_read_it(first):
     result, _ = first
     data_stages = snapshot(result.run_dir, ("validate",))

@@ -56,6 +56,12 @@ class RetrainOptions:
     push: str | None = None
 
     def __post_init__(self) -> None:
+        # Absolute paths, as run.json records them: a resumed run resolves the same configs
+        # (and the same input hashes) as the run that wrote them, from any directory.
+        for key in ("dataset", "train_config", "pretrain_config", "output_dir"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, Path(value).resolve())
         if self.warm_start not in WARM_STARTS:
             raise ValueError(
                 f"--warm-start {self.warm_start!r}: choose one of {', '.join(WARM_STARTS)}"
