@@ -91,27 +91,34 @@ class BatchQueue(Generic[T, R]):
 
     def _answer(self, batch: list[tuple[T, Future[R]]]) -> None:
         live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
-        if not live:
-            return
-        try:
-            results = self.run([item for item, _ in live])
-            if len(results) != len(live):
-                raise RuntimeError(
-                    f"{self.name}: the batch function returned {len(results)} results "
-                    f"for {len(live)} items"
-                )
-        except BaseException as err:  # the whole batch failed: every caller sees why
-            log.exception("%s: a batch of %d failed", self.name, len(live))
-            for _, future in live:
-                future.set_exception(err)
-            return
-        self.batches += 1
-        self.items += len(live)
-        for (_, future), result in zip(live, results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        if live:
+            self.batches, self.items = self.batches + 1, self.items + len(live)
+            _run_batch(self.run, live, self.name)
+
+
+def _run_batch(
+    run: Callable[[Sequence[T]], Sequence[R | BaseException]],
+    live: list[tuple[T, Future[R] | asyncio.Future[R]]],
+    name: str,
+) -> None:
+    """``run`` on the items of ``live``, each result (or exception) into its future; when
+    ``run`` itself fails, every future gets that error."""
+    try:
+        results = run([item for item, _ in live])
+        if len(results) != len(live):
+            raise RuntimeError(
+                f"{name}: the batch function returned {len(results)} results for {len(live)} items"
+            )
+    except Exception as err:  # the whole batch failed: every caller sees why
+        log.exception("%s: a batch of %d failed", name, len(live))
+        results = [err] * len(live)
+    for (_, future), result in zip(live, results, strict=True):
+        if future.done():  # an asyncio caller that went away meanwhile
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class LoopBatcher(Generic[T, R]):
@@ -146,25 +153,6 @@ class LoopBatcher(Generic[T, R]):
             self._pending[loop] = rest
             loop.call_soon(self._drain, loop)
         live = [(item, f) for item, f in batch if not f.done()]  # not cancelled meanwhile
-        if not live:
-            return
-        try:
-            results = self.run([item for item, _ in live])
-            if len(results) != len(live):
-                raise RuntimeError(
-                    f"the batch function returned {len(results)} results for {len(live)} items"
-                )
-        except Exception as err:  # the whole batch failed: every caller sees why
-            log.exception("a batch of %d failed", len(live))
-            for _, future in live:
-                future.set_exception(err)
-            return
-        self.batches += 1
-        self.items += len(live)
-        for (_, future), result in zip(live, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        if live:
+            self.batches, self.items = self.batches + 1, self.items + len(live)
+            _run_batch(self.run, live, "predict-batch")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .errors import ServiceError
 
-__all__ = ["ModelOutputs", "check_finite"]
+__all__ = ["ModelOutputs", "check_finite", "no_window"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,3 +46,14 @@ def check_finite(outputs: Mapping[str, np.ndarray], symbols: Sequence[str]) -> N
             f"{symbol}: the model's outputs are not finite — its bars hold values far "
             "outside the data it was trained on; check the prices, volumes and columns",
         )
+
+
+def no_window(symbol: str, stamp: object, bad: Sequence[str], window: int) -> ServiceError:
+    """The 422 for a symbol without a window at its last bar: the non-finite features
+    there (``bad``), else too short a history."""
+    why = (
+        f"feature(s) {list(bad)[:8]} are not finite there — check the bars' values"
+        if bad
+        else f"fewer than {window} bars of history — send more bars"
+    )
+    return ServiceError(422, f"{symbol}: no prediction at its last bar {stamp}: {why}")

@@ -44,7 +44,7 @@ from ..windows import MarketTensors, Normaliser, SlidingWindowDataset
 from .bars import PRICES, BarArrays, bar_arrays
 from .batching import BatchQueue, LoopBatcher
 from .errors import ServiceError
-from .outputs import ModelOutputs, check_finite
+from .outputs import ModelOutputs, check_finite, no_window
 from .single_batch import SingleSymbolBatch
 
 if TYPE_CHECKING:
@@ -486,14 +486,8 @@ class Predictor:
         found[found] = flat[pos[found]] == wanted[found]
         if not found.all():
             k = int(np.argmin(found))
-            symbol, stamp = tensors.symbols[k], tensors.timestamps[last[k]]
-            bad = bad_features(k)
-            why = (
-                f"feature(s) {bad[:8]} are not finite there — check the bars' values"
-                if bad
-                else f"fewer than {self.window} bars of history — send more bars"
-            )
-            raise ServiceError(422, f"{symbol}: no prediction at its last bar {stamp}: {why}")
+            stamp = tensors.timestamps[last[k]]
+            raise no_window(tensors.symbols[k], stamp, bad_features(k), self.window)
         return pos, last
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..windows import MarketTensors, Normaliser, SlidingWindowDataset
 from .errors import ServiceError
-from .outputs import ModelOutputs, check_finite
+from .outputs import ModelOutputs, check_finite, no_window
 
 if TYPE_CHECKING:
     from .bars import BarArrays
@@ -123,13 +123,8 @@ class SingleSymbolBatch:
         p = self.predictor
         i = int(bounds[k + 1]) - 1
         bad = [c for c in p.feature_columns if not np.isfinite(columns[c][i])]
-        why = (
-            f"feature(s) {bad[:8]} are not finite there — check the bars' values"
-            if bad
-            else f"fewer than {p.window} bars of history — send more bars"
-        )
         stamp = pd.Timestamp(int(self.group[k].stamps[-1]), tz="UTC")
-        return ServiceError(422, f"{self.symbols[k]}: no prediction at its last bar {stamp}: {why}")
+        return no_window(self.symbols[k], stamp, bad, p.window)
 
 
 def _stack(parts: list[Normaliser | None]) -> Normaliser | None:
