@@ -11,6 +11,7 @@ input is a 4xx whose message names the field and the fix.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -54,6 +55,7 @@ log = logging.getLogger("market_nn_plus_ultra.service")
 CONFIG_ENV = "PLUS_ULTRA_CONFIG"
 CHECKPOINT_ENV = "PLUS_ULTRA_CHECKPOINT"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SHUTDOWN_WAIT = 120.0  # seconds a stop waits for a model load in progress
 
 
 @dataclass
@@ -209,6 +211,9 @@ def create_app(
         if state.holder.current is None:  # a model loaded before start-up keeps serving
             state.holder.start(ckpt, state.on_load)
         yield
+        if state.holder.loading:
+            log.info("stopping: waiting for the model load in progress to finish")
+            await asyncio.to_thread(state.holder.wait, _SHUTDOWN_WAIT)
         state.log.close()
 
     app = FastAPI(

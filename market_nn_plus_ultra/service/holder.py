@@ -62,6 +62,7 @@ class ModelHolder:
         self._lock = threading.Lock()  # one load at a time
         self._loads = 0
         self._ready = threading.Event()
+        self._loader: threading.Thread | None = None
         self.error: str | None = None  # why the start-up load failed
 
     @property
@@ -89,9 +90,18 @@ class ModelHolder:
             finally:
                 self._ready.set()
 
-        thread = threading.Thread(target=run, name="model-load", daemon=True)
+        # Not a daemon: a process told to stop while a model loads exits after the load,
+        # never in the middle of it (torch or numba torn down under a running thread abort
+        # the process).
+        thread = threading.Thread(target=run, name="model-load", daemon=False)
         thread.start()
+        self._loader = thread
         return thread
+
+    @property
+    def loading(self) -> bool:
+        """True while the start-up load of :meth:`start` runs."""
+        return self._loader is not None and self._loader.is_alive()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the start-up load finished (either way); True when a model serves."""

@@ -286,8 +286,11 @@ class Predictor:
 
     def warm(self) -> None:
         """One prediction on synthetic bars: compiles the feature kernels, runs the model
-        once and proves the path works before the model takes traffic."""
-        self.from_bars(_synthetic_bars(self))
+        once and proves the path works before the model takes traffic (in the calling
+        thread: no worker thread is started for it)."""
+        (result,) = self._from_bars_many([_synthetic_bars(self)])
+        if isinstance(result, Exception):
+            raise result
 
     # ----------------------------------------------------------------------------------
     # Pieces

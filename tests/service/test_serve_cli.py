@@ -76,6 +76,42 @@ def test_serve_starts_predicts_and_stops(market_db, run_dir, tmp_path):
         assert con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 2
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch: about 5 s
+@pytest.mark.skipif(not ENTRY.exists(), reason="the plus-ultra entry point is not installed")
+def test_a_stop_during_the_model_load_exits_cleanly(market_db, run_dir, tmp_path):
+    """SIGTERM as soon as /health answers (the model still loading in the background):
+    the process waits for the load and exits 0 — it used to abort (torch torn down under
+    the loading thread)."""
+    port = _free_port()
+    command = [
+        str(ENTRY),
+        "serve",
+        "--checkpoint",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--set",
+        f"data.sqlite_path={market_db}",
+        "--set",
+        f"service.database={tmp_path / 'service.db'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    assert "terminate called" not in output
+
+
 def test_serve_refuses_a_missing_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
