@@ -237,3 +237,62 @@ def test_default_specs_declare_crypto_only_tables_and_hints_name_the_fix():
     assert "asset_classes: [crypto]" in hints["funding_rate"]
     with pytest.raises(ConfigError, match="list the asset classes"):
         load_config(overrides=["data.alternative_data=[{name: x, asset_classes: []}]"])
+
+
+def _merge_asof_reference(keys, side, columns):
+    """The same join through pandas.merge_asof (backward, exact matches, tolerance)."""
+    per_symbol = columns[0].join == "per_symbol"
+    right = side[["timestamp", *(["symbol"] if per_symbol else []), *(c.column for c in columns)]]
+    right = right.rename(columns={c.column: c.feature for c in columns})
+    stamps = pd.DatetimeIndex(pd.to_datetime(right["timestamp"], utc=True)).as_unit("ns")
+    right = right.assign(timestamp=pd.Series(stamps, index=right.index))
+    right = right.dropna(subset=["timestamp"]).sort_values("timestamp", kind="stable")
+    if per_symbol:
+        right = right.assign(symbol=right["symbol"].astype(str))
+    left = keys.assign(_row=range(len(keys))).sort_values("timestamp", kind="stable")
+    merged = pd.merge_asof(
+        left,
+        right,
+        on="timestamp",
+        by="symbol" if per_symbol else None,
+        direction="backward",
+        allow_exact_matches=True,
+        tolerance=columns[0].max_staleness,
+    ).sort_values("_row", kind="stable")
+    out = merged[[c.feature for c in columns]].reset_index(drop=True)
+    return out.apply(pd.to_numeric, errors="coerce").astype("float64")
+
+
+@pytest.mark.parametrize("join", ["per_symbol", "global"])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_asof_join_equals_pandas_merge_asof(join, seed):
+    """Duplicated and missing stamps, unknown symbols, text values, both tolerances."""
+    from market_nn_plus_ultra.data.alternative import ResolvedAltColumn, _asof
+
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC")
+    keys = pd.DataFrame(
+        {
+            "timestamp": days[np.sort(rng.integers(0, len(days), 150))].as_unit("ns"),
+            "symbol": rng.choice(["AAA", "BBB", "CCC"], 150),
+        }
+    )
+    n = 80
+    stamps = pd.Series(
+        days[rng.integers(0, len(days), n)] + pd.to_timedelta(rng.integers(0, 3, n), "h")
+    )
+    stamps[rng.random(n) < 0.05] = pd.NaT
+    side = pd.DataFrame(
+        {
+            "timestamp": stamps.dt.strftime("%Y-%m-%dT%H:%M:%SZ").where(stamps.notna()),
+            "symbol": rng.choice(["AAA", "BBB", "ZZZ"], n),  # CCC never observed, ZZZ no bars
+            "a": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+            "b": np.where(rng.random(n) < 0.1, "n/a", rng.integers(0, 9, n).astype(str)),
+        }
+    )
+    staleness = pd.Timedelta(days=int(rng.integers(1, 5))) if seed % 2 else pd.Timedelta(days=365)
+    columns = [ResolvedAltColumn("alt_x", c, f"x_{c}", join, staleness, None) for c in ("a", "b")]
+    got = _asof(keys, side, columns)
+    want = _merge_asof_reference(keys, side, columns)
+    pd.testing.assert_frame_equal(got, want)
+    assert got.notna().to_numpy().any() and got.isna().to_numpy().any()
