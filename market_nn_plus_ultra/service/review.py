@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from ..data.annotations import AnnotationError, add_annotation, read_annotations
+from ..data.annotations import Annotation, AnnotationError, add_annotation, read_annotations
 from ..data.prediction_log import TRADE_COLUMNS, read_predictions, read_trades
 from ..data.store import StoreError
 from ..data.validation import DataValidationError
@@ -32,7 +32,7 @@ from .auth import require_key
 from .errors import ServiceError
 from .review_page import TEMPLATE
 
-__all__ = ["AnnotationBody", "AnnotationOut", "router"]
+__all__ = ["AnnotationBody", "router"]
 
 router = APIRouter(tags=["review"])
 
@@ -55,20 +55,6 @@ class AnnotationBody(BaseModel):
     timestamp: datetime | None = Field(None, description="The annotated bar (ISO-8601).")
     model_version: str | None = Field(None, max_length=64)
     trade_id: int | None = Field(None, ge=0, description="trades.trade_id of the trade.")
-
-
-class AnnotationOut(BaseModel):
-    annotation_id: int
-    timestamp: str
-    symbol: str | None
-    kind: str
-    text: str
-    rationale: str | None
-    author: str | None
-    request_id: str | None
-    model_version: str | None
-    trade_id: int | None
-    created: str
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -183,12 +169,12 @@ def review(
 
 @router.post(
     _POST_URL,
-    response_model=AnnotationOut,
+    response_model=Annotation,
     status_code=201,
     dependencies=[Depends(require_key)],
     summary="Add an annotation (needs the API key)",
 )
-def post_annotation(body: AnnotationBody, request: Request) -> AnnotationOut:
+def post_annotation(body: AnnotationBody, request: Request) -> Annotation:
     state = request.app.state.service
     database = Path(state.config.service.database)
     try:
@@ -203,4 +189,4 @@ def post_annotation(body: AnnotationBody, request: Request) -> AnnotationOut:
         raise ServiceError(422, str(err)) from None
     except StoreError as err:
         raise ServiceError(503, str(err)) from None
-    return AnnotationOut(**saved.as_dict())
+    return saved  # the stored row (a dataclass: FastAPI serialises it through pydantic)
