@@ -239,35 +239,12 @@ def test_default_specs_declare_crypto_only_tables_and_hints_name_the_fix():
         load_config(overrides=["data.alternative_data=[{name: x, asset_classes: []}]"])
 
 
-def _merge_asof_reference(keys, side, columns):
-    """The same join through pandas.merge_asof (backward, exact matches, tolerance)."""
-    per_symbol = columns[0].join == "per_symbol"
-    right = side[["timestamp", *(["symbol"] if per_symbol else []), *(c.column for c in columns)]]
-    right = right.rename(columns={c.column: c.feature for c in columns})
-    stamps = pd.DatetimeIndex(pd.to_datetime(right["timestamp"], utc=True)).as_unit("ns")
-    right = right.assign(timestamp=pd.Series(stamps, index=right.index))
-    right = right.dropna(subset=["timestamp"]).sort_values("timestamp", kind="stable")
-    if per_symbol:
-        right = right.assign(symbol=right["symbol"].astype(str))
-    left = keys.assign(_row=range(len(keys))).sort_values("timestamp", kind="stable")
-    merged = pd.merge_asof(
-        left,
-        right,
-        on="timestamp",
-        by="symbol" if per_symbol else None,
-        direction="backward",
-        allow_exact_matches=True,
-        tolerance=columns[0].max_staleness,
-    ).sort_values("_row", kind="stable")
-    out = merged[[c.feature for c in columns]].reset_index(drop=True)
-    return out.apply(pd.to_numeric, errors="coerce").astype("float64")
-
-
 @pytest.mark.parametrize("join", ["per_symbol", "global"])
 @pytest.mark.parametrize("seed", range(6))
 def test_the_asof_join_equals_pandas_merge_asof(join, seed):
     """Duplicated and missing stamps, unknown symbols, text values, both tolerances."""
     from market_nn_plus_ultra.data.alternative import ResolvedAltColumn, _asof
+    from tests.data.asof_reference import merge_asof_join
 
     rng = np.random.default_rng(seed)
     days = pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC")
@@ -293,6 +270,6 @@ def test_the_asof_join_equals_pandas_merge_asof(join, seed):
     staleness = pd.Timedelta(days=int(rng.integers(1, 5))) if seed % 2 else pd.Timedelta(days=365)
     columns = [ResolvedAltColumn("alt_x", c, f"x_{c}", join, staleness, None) for c in ("a", "b")]
     got = _asof(keys, side, columns)
-    want = _merge_asof_reference(keys, side, columns)
+    want = merge_asof_join(keys, side, columns)
     pd.testing.assert_frame_equal(got, want)
     assert got.notna().to_numpy().any() and got.isna().to_numpy().any()

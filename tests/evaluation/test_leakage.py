@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from market_nn_plus_ultra.cli.audit import audit
 from market_nn_plus_ultra.config import DataConfig, FeaturesConfig, RegimeConfig
+from market_nn_plus_ultra.data import alternative
 from market_nn_plus_ultra.data.alternative import AlternativeDataConnector
 from market_nn_plus_ultra.data.panel import read_panel
 from market_nn_plus_ultra.data.store import write_database
@@ -19,6 +20,7 @@ from market_nn_plus_ultra.evaluation.leakage_report import AuditPower, choose_cu
 from market_nn_plus_ultra.features import REGISTRY
 from market_nn_plus_ultra.features.pipeline import FeaturePipeline
 from market_nn_plus_ultra.windows import MarketTensors
+from tests.data.asof_reference import merge_asof_join
 
 SECTORS = {"SPY": "index", "XLK": "tech", "BTC-USD": "crypto"}
 
@@ -137,16 +139,13 @@ def test_leaky_custom_features_are_named(db):
 
 def test_alternative_join_leak_is_caught(db, monkeypatch):
     # A forward as-of join (the next observation) is exactly the bug the audit must see.
-    original = pd.merge_asof
-
-    def forward(*args, **kwargs):
-        kwargs["direction"] = "forward"
-        return original(*args, **kwargs)
+    def forward(keys, side, columns):
+        return merge_asof_join(keys, side, columns, direction="forward")
 
     panel = read_panel(db, cache=False)
     connector = AlternativeDataConnector()
     frames = connector.load(db)
-    monkeypatch.setattr(pd, "merge_asof", forward)
+    monkeypatch.setattr(alternative, "_asof", forward)
     report = audit_panel(panel, alternative=(connector, frames), window=4, horizon=1, cuts=2)
     # Macro rows are stamped between bars, so a forward join reads the next release;
     # sentiment is stamped exactly at each bar, where both directions agree.

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from market_nn_plus_ultra.data import alternative
 from market_nn_plus_ultra.data.alternative import AlternativeDataConnector
 from market_nn_plus_ultra.data.fixtures import write_fixture
 from market_nn_plus_ultra.data.panel import read_panel
@@ -19,6 +20,7 @@ from market_nn_plus_ultra.evaluation.leakage_stored import (
     _findings,
     audit_stored,
 )
+from tests.data.asof_reference import merge_asof_join
 
 SYMBOLS = ["SPY", "QQQ", "BTC-USD"]
 PLANTED_IC = 0.3  # the strongest planted signal the docs use; a causal signal, not a leak
@@ -247,13 +249,10 @@ def test_alt_rows_known_after_the_bar_they_join_are_named(db):
 
 
 def test_forward_join_is_caught_by_the_stamp_check(db, monkeypatch):
-    original = pd.merge_asof
+    def forward(keys, side, columns):
+        return merge_asof_join(keys, side, columns, direction="forward")
 
-    def forward(*args, **kwargs):
-        kwargs["direction"] = "forward"
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pd, "merge_asof", forward)
+    monkeypatch.setattr(alternative, "_asof", forward)
     report = _audit(db)
     stamps = report.findings[report.findings["check"] == "timestamp"]
     # Macro rows are stamped at 08:30 New York, between daily bars: a forward join reads
