@@ -24,33 +24,17 @@ from market_nn_plus_ultra.orchestration.pipeline import (
 from market_nn_plus_ultra.orchestration.pipeline.evaluate import common_rows
 from market_nn_plus_ultra.orchestration.promotion import read_champion
 
+from ._tiny import TINY_MODEL
+
 # A model of a few hundred parameters, one short epoch, folds of 20 bars: the whole
 # pipeline runs in about two seconds.
 TINY = (
-    "data.cache=false",
-    "data.alternative_data=[]",
-    "model.d_model=16",
-    "model.depth=1",
-    "model.n_heads=2",
-    "model.ff_mult=2",
-    "model.dropout=0.0",
-    "model.dilations=[1]",
-    "windows.window=8",
-    "windows.horizon=2",
-    "model.horizon=2",
+    *TINY_MODEL,
     "windows.test_fraction=0.3",
-    "training.batch_size=32",
-    "training.max_epochs=1",
-    "training.limit_train_batches=2",
-    "training.num_workers=0",
-    "training.warmup_steps=0",
-    "training.accelerator=cpu",
     "pretraining.max_epochs=1",
     "pretraining.limit_train_batches=2",
     "pretraining.batch_size=32",
     "pretraining.accelerator=cpu",
-    "diagnostics.enabled=false",
-    "tracking.tensorboard=false",
     "evaluation.train_window=60",
     "evaluation.test_window=20",
     "evaluation.embargo=2",

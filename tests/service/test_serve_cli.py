@@ -25,27 +25,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _serve(run_dir: Path, port: int, db: Path, log: Path, *extra: str) -> list[str]:
+    """``plus-ultra serve`` of ``run_dir`` on ``port``, reading ``db``, logging to ``log``."""
+    command = [str(ENTRY), "serve", "--checkpoint", str(run_dir), "--port", str(port), *extra]
+    return [*command, "--set", f"data.sqlite_path={db}", "--set", f"service.database={log}"]
+
+
 @pytest.mark.slow  # a fresh interpreter imports torch and loads the model: 10-20 s
 @pytest.mark.skipif(not ENTRY.exists(), reason="the plus-ultra entry point is not installed")
 def test_serve_starts_predicts_and_stops(market_db, run_dir, tmp_path):
     port = _free_port()
     log = tmp_path / "service.db"
-    command = [
-        str(ENTRY),
-        "serve",
-        "--checkpoint",
-        str(run_dir),
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--api-key-env",
-        KEY_ENV,
-        "--set",
-        f"data.sqlite_path={market_db}",
-        "--set",
-        f"service.database={log}",
-    ]
+    command = _serve(run_dir, port, market_db, log, "--device", "cpu", "--api-key-env", KEY_ENV)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -83,18 +74,7 @@ def test_a_stop_during_the_model_load_exits_cleanly(market_db, run_dir, tmp_path
     the process waits for the load and exits 0 — it used to abort (torch torn down under
     the loading thread)."""
     port = _free_port()
-    command = [
-        str(ENTRY),
-        "serve",
-        "--checkpoint",
-        str(run_dir),
-        "--port",
-        str(port),
-        "--set",
-        f"data.sqlite_path={market_db}",
-        "--set",
-        f"service.database={tmp_path / 'service.db'}",
-    ]
+    command = _serve(run_dir, port, market_db, tmp_path / "service.db")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
